@@ -17,6 +17,10 @@ import cv2
 import numpy as np
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class PoseDataError(ValueError):
     """Bad input: the message names the file and the field that is wrong."""
 
@@ -42,6 +46,7 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
+    os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_UMASK)  # mkstemp/mkdtemp create owner-only files
     try:
         yield tmp
         if is_dir:

@@ -1,0 +1,137 @@
+"""Gaussian keypoint heatmaps: encode (vectorised) and argmax decode with the ±0.25 shift.
+
+Two target flavours:
+
+* :func:`encode_heatmaps` — single-person hourglass targets (REFERENCE A2): one unnormalised Gaussian (peak 1)
+  per joint, window ±3σ (7×7 at σ=1), sub-pixel centres by default; ``subpixel=False`` rounds the centre to the
+  nearest cell as the reference's integer maps do. A joint that is not visible or whose window misses the map
+  gets an all-zero map (and weight 0 from :func:`heatmap_weights`).
+* :func:`encode_openpose_heatmaps` — multi-person OpenPose targets (REFERENCE B3): Gaussians on a stride grid
+  whose cell centres are ``x·stride + stride/2 − 0.5`` in input pixels, window ±4σ, values below 0.01 dropped,
+  summed over people and clipped to 1, plus a background channel ``1 − max``.
+
+Every function works on whole arrays (separable exponentials and outer products), no per-pixel loops.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+_LN100 = np.log(100.0)  # OpenPose drops Gaussian values below 0.01
+
+
+def _centres(points: np.ndarray, subpixel: bool) -> np.ndarray:
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return p if subpixel else np.floor(p + 0.5)
+
+
+def heatmap_weights(points: np.ndarray, visible: np.ndarray, size: Sequence[int], sigma: float = 1.0,
+                    subpixel: bool = True) -> np.ndarray:
+    """(K,) float32: 1 where the joint is visible and its ±3σ window overlaps the ``size = (w, h)`` map."""
+    w, h = int(size[0]), int(size[1])
+    c = _centres(points, subpixel)
+    r = 3.0 * sigma
+    finite = np.all(np.isfinite(c), axis=1)
+    c = np.where(finite[:, None], c, -1e9)
+    inside = (c[:, 0] + r >= 0) & (c[:, 0] - r <= w - 1) & (c[:, 1] + r >= 0) & (c[:, 1] - r <= h - 1)
+    return (np.asarray(visible, dtype=bool).reshape(-1) & finite & inside).astype(np.float32)
+
+
+def encode_heatmaps(points: np.ndarray, visible: np.ndarray, size: Sequence[int], sigma: float = 1.0,
+                    subpixel: bool = True) -> np.ndarray:
+    """(K, h, w) float32 Gaussian maps for ``points`` (K,2) given in heatmap pixel coordinates.
+
+    Cells farther than ``ceil(3σ)`` from the rounded centre (per axis) are 0, so σ=1 gives the reference 7×7
+    patch; inside the window the value is ``exp(−((x−cx)² + (y−cy)²) / 2σ²)``.
+    """
+    w, h = int(size[0]), int(size[1])
+    c = _centres(points, subpixel)
+    weight = heatmap_weights(points, visible, size, sigma, subpixel)
+    c = np.where(weight[:, None] > 0, c, 0.0)
+    half = int(np.ceil(3.0 * sigma))
+    xs = np.arange(w, dtype=np.float64)
+    ys = np.arange(h, dtype=np.float64)
+    dx = xs[None, :] - c[:, :1]                      # (K, w)
+    dy = ys[None, :] - c[:, 1:]                      # (K, h)
+    base = np.floor(c + 0.5)
+    gx = np.exp(-dx ** 2 / (2.0 * sigma ** 2)) * (np.abs(xs[None, :] - base[:, :1]) <= half)
+    gy = np.exp(-dy ** 2 / (2.0 * sigma ** 2)) * (np.abs(ys[None, :] - base[:, 1:]) <= half)
+    gx *= weight[:, None]
+    return (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
+
+
+def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax per map, shifted 0.25 cell toward the higher neighbour on each axis (REFERENCE A4).
+
+    ``heatmaps`` (N, K, h, w) numpy array or torch tensor. Returns ``coords`` (N, K, 2) float32 in heatmap pixel
+    coordinates and ``maxvals`` (N, K). The shift applies only when the argmax is not on the map border (both axes),
+    as in the reference. Callers decide what to do with ``maxvals ≤ 0`` (the reference zeroes those coordinates).
+    """
+    hm = heatmaps.detach().cpu().numpy() if hasattr(heatmaps, "detach") else np.asarray(heatmaps)
+    if hm.ndim != 4:
+        raise ValueError(f"decode_heatmaps expects (N, K, h, w), got shape {hm.shape}")
+    n, k, h, w = hm.shape
+    flat = hm.reshape(n, k, h * w)
+    idx = flat.argmax(axis=2)
+    maxvals = np.take_along_axis(flat, idx[..., None], axis=2)[..., 0]
+    x = idx % w
+    y = idx // w
+    coords = np.stack([x, y], axis=-1).astype(np.float32)
+    interior = (x >= 1) & (x <= w - 2) & (y >= 1) & (y <= h - 2)
+    xl, xr = np.clip(x - 1, 0, w - 1), np.clip(x + 1, 0, w - 1)
+    yu, yd = np.clip(y - 1, 0, h - 1), np.clip(y + 1, 0, h - 1)
+
+    def at(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(flat, (yy * w + xx)[..., None], axis=2)[..., 0]
+
+    diff = np.stack([at(y, xr) - at(y, xl), at(yd, x) - at(yu, x)], axis=-1)
+    coords += np.where(interior[..., None], np.sign(diff) * 0.25, 0.0).astype(np.float32)
+    return coords, maxvals.astype(np.float32)
+
+
+def encode_openpose_heatmaps(people: np.ndarray, size: Sequence[int], stride: int = 8,
+                             sigma: float = 7.0) -> np.ndarray:
+    """(K+1, h, w) float32 OpenPose keypoint maps plus background for ``people`` (P, K, 3) in input pixels.
+
+    ``size = (w, h)`` is the output grid (input size // stride). Keypoints with v' ≤ 1 (visible or occluded)
+    contribute; v' = 2 (unlabelled / outside) do not. Matches LWOP's target: window of cells whose centres
+    lie inside ``[int(x−4σ), int(x+4σ))`` clamped to the map, values with exponent > ln 100 dropped, sum clipped
+    to 1; channel K is ``1 − max`` over the K keypoint channels.
+    """
+    w, h = int(size[0]), int(size[1])
+    people = np.asarray(people, dtype=np.float64)
+    if people.ndim == 2:
+        people = people[None]
+    k = people.shape[1] if people.size else 0
+    out = np.zeros((k + 1, h, w), dtype=np.float32)
+    if people.shape[0] == 0:
+        out[-1] = 1.0
+        return out
+    x, y, v = people[..., 0], people[..., 1], people[..., 2]          # (P, K)
+    use = (v <= 1) & np.isfinite(x) & np.isfinite(y)
+    x = np.where(use, x, -1e6)
+    y = np.where(use, y, -1e6)
+    shift = stride / 2.0 - 0.5
+    cx = np.arange(w, dtype=np.float64) * stride + shift                # cell centres, input pixels
+    cy = np.arange(h, dtype=np.float64) * stride + shift
+
+    def axis_window(p: np.ndarray, centres: np.ndarray, n: int) -> np.ndarray:
+        # cells [max(int(p−4σ),0)//stride, min(int(p+4σ), n·stride)//stride) as in the reference
+        lo = np.maximum(np.trunc(p - 4 * sigma), 0) // stride
+        hi = np.minimum(np.trunc(p + 4 * sigma), n * stride) // stride
+        cells = np.arange(n)
+        return (cells >= lo[..., None]) & (cells < hi[..., None])
+
+    ex = (cx - x[..., None]) ** 2 / (2 * sigma ** 2)                   # (P, K, w)
+    ey = (cy - y[..., None]) ** 2 / (2 * sigma ** 2)                   # (P, K, h)
+    wx = axis_window(x, cx, w) & use[..., None]
+    wy = axis_window(y, cy, h)
+    # exp(−(ex+ey)) = exp(−ex)·exp(−ey): separable values, the ln 100 cut-off is the only 2-D test
+    gx = np.where(wx, np.exp(-ex), 0.0)
+    gy = np.where(wy, np.exp(-ey), 0.0)
+    cut = (ey[..., :, None] + ex[..., None, :]) <= _LN100               # (P, K, h, w)
+    g = (gy[..., :, None] * gx[..., None, :] * cut).sum(axis=0)         # (K, h, w)
+    out[:k] = np.minimum(g, 1.0)
+    out[k] = 1.0 - out[:k].max(axis=0)
+    return out

@@ -1,0 +1,365 @@
+"""COCO person_keypoints json: reading and validation, training-label conversion (REFERENCE B2), val subset.
+
+Prepared labels keep LWOP's entry layout (``prepare_train_labels.py``) with three deliberate differences, all
+documented in docs/ARCHITECTURE.md: keypoints are already in OpenPose-18 order with the derived neck (LWOP does
+this per sample in ``ConvertKeypoints``), coordinates are internal (COCO − 0.5 for keypoints, ``objpos`` and the
+bbox corner; segmentations stay COCO objects), and the file is JSON instead of a pickle.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from pose.io import PoseDataError, read_json, require_keys, write_json
+from pose.skeletons import get_skeleton
+
+COCO_NUM_KEYPOINTS = 17
+MIN_KEYPOINTS = 5            # a person becomes a training entry with at least this many labelled keypoints ...
+MIN_AREA = 32 * 32           # ... and at least this segment area ...
+MIN_CENTER_DISTANCE = 0.3    # ... and a bbox centre ≥ 0.3 × (accepted person's bbox width) from every accepted one
+
+_IMAGE_FIELDS = ("id", "file_name", "width", "height")
+_ANNOTATION_FIELDS = ("id", "image_id", "iscrowd", "keypoints", "num_keypoints", "area", "bbox")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reading + validation
+# --------------------------------------------------------------------------------------------------------------
+def load_coco_keypoints(path: str | os.PathLike) -> dict:
+    """Read a COCO person_keypoints json and validate what the pipeline relies on.
+
+    Errors (:class:`PoseDataError`) name the file, the image / annotation id and the field.
+    """
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise PoseDataError(path, f"top level must be a JSON object, got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise PoseDataError(path, "missing top-level key", field=key)
+        if not isinstance(data[key], list):
+            raise PoseDataError(path, f"must be a list, got {type(data[key]).__name__}", field=key)
+    image_ids = _validate_images(path, data["images"])
+    _validate_annotations(path, data["annotations"], image_ids)
+    return data
+
+
+def _validate_images(path: str | os.PathLike, images: list) -> set:
+    ids: set = set()
+    for i, im in enumerate(images):
+        if not isinstance(im, dict):
+            raise PoseDataError(path, f"images[{i}] is not an object")
+        require_keys(im, _IMAGE_FIELDS, path, where=f"images[{i}] (id {im.get('id')!r})")
+        for f in ("width", "height"):
+            if not _is_number(im[f]) or im[f] <= 0:
+                raise PoseDataError(path, f"image id {im['id']!r}: must be a positive number, got {im[f]!r}", field=f)
+        if not isinstance(im["file_name"], str) or not im["file_name"]:
+            raise PoseDataError(path, f"image id {im['id']!r}: must be a non-empty string", field="file_name")
+        if im["id"] in ids:
+            raise PoseDataError(path, f"image id {im['id']!r} appears twice", field="id")
+        ids.add(im["id"])
+    return ids
+
+
+def _validate_annotations(path: str | os.PathLike, annotations: list, image_ids: set) -> None:
+    seen: set = set()
+    for i, a in enumerate(annotations):
+        if not isinstance(a, dict):
+            raise PoseDataError(path, f"annotations[{i}] is not an object")
+        require_keys(a, _ANNOTATION_FIELDS, path, where=f"annotation id {a.get('id')!r} (annotations[{i}])")
+        aid = a["id"]
+        if aid in seen:
+            raise PoseDataError(path, f"annotation id {aid!r} appears twice", field="id")
+        seen.add(aid)
+        if a["image_id"] not in image_ids:
+            raise PoseDataError(path, f"annotation id {aid!r}: image id {a['image_id']!r} is not in 'images'",
+                                field="image_id")
+        kp = a["keypoints"]
+        if not isinstance(kp, list) or len(kp) != 3 * COCO_NUM_KEYPOINTS:
+            n = len(kp) if isinstance(kp, list) else type(kp).__name__
+            raise PoseDataError(path, f"annotation id {aid!r}: expected {3 * COCO_NUM_KEYPOINTS} values, got {n}",
+                                field="keypoints")
+        bbox = a["bbox"]
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise PoseDataError(path, f"annotation id {aid!r}: expected [x, y, w, h], got {bbox!r}", field="bbox")
+        for f in ("num_keypoints", "area", "iscrowd"):
+            if not _is_number(a[f]):
+                raise PoseDataError(path, f"annotation id {aid!r}: must be a number, got {a[f]!r}", field=f)
+        if a["iscrowd"] and "segmentation" not in a:
+            raise PoseDataError(path, f"annotation id {aid!r}: crowd annotation without a segmentation",
+                                field="segmentation")
+    if not annotations:
+        return
+    # numeric checks vectorised over all annotations; locate the first offender for the message
+    for field, width in (("keypoints", 3 * COCO_NUM_KEYPOINTS), ("bbox", 4)):
+        try:
+            arr = np.asarray([a[field] for a in annotations], dtype=np.float64).reshape(len(annotations), width)
+        except (TypeError, ValueError):
+            bad = next((i for i, a in enumerate(annotations)
+                        if not all(isinstance(v, (int, float)) for v in a[field])), 0)
+            raise PoseDataError(path, f"annotation id {annotations[bad]['id']!r}: non-numeric value",
+                                field=field) from None
+        bad_rows = ~np.isfinite(arr).all(axis=1)
+        if field == "keypoints":
+            bad_rows |= ~np.isin(arr[:, 2::3], (0, 1, 2)).all(axis=1)
+            problem = "values must be finite and every visibility 0, 1 or 2"
+        else:
+            bad_rows |= (arr[:, 2:] < 0).any(axis=1)
+            problem = "values must be finite with width, height ≥ 0"
+        if bad_rows.any():
+            bad = int(np.argmax(bad_rows))
+            raise PoseDataError(path, f"annotation id {annotations[bad]['id']!r}: {problem}", field=field)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# keypoint conversion
+# --------------------------------------------------------------------------------------------------------------
+def remap_visibility(v: np.ndarray) -> np.ndarray:
+    """COCO v (0 unlabelled, 1 occluded, 2 visible) → OpenPose v' (0 occluded, 1 visible, 2 unlabelled)."""
+    v = np.asarray(v)
+    return np.where(v == 1, 0, np.where(v == 2, 1, 2))
+
+
+def coco_to_openpose18(keypoints: np.ndarray, width: float | np.ndarray, height: float | np.ndarray) -> np.ndarray:
+    """COCO keypoints (P,17,3) [x, y, v] in COCO coordinates → (P,18,3) [x, y, v'] internal, OpenPose-18 order.
+
+    ``width`` / ``height``: the image size, a number or one per person (P,), so a whole dataset converts at once.
+
+    A keypoint at (0, 0) or outside the image [0, w)×[0, h) gets v' = 2 (LWOP ``ConvertKeypoints``); derived
+    points (the neck) are the mean of their sources with v' = 2 if any source is 2, 1 if all are 1, else 0,
+    and 2 when the point falls outside the image.
+    """
+    skel = get_skeleton("openpose18")
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, COCO_NUM_KEYPOINTS, 3)
+    width = np.broadcast_to(np.asarray(width, dtype=np.float64), kp.shape[:1])[:, None]
+    height = np.broadcast_to(np.asarray(height, dtype=np.float64), kp.shape[:1])[:, None]
+    x, y = kp[..., 0], kp[..., 1]
+    vis = remap_visibility(kp[..., 2])
+    vis = np.where(((x == 0) & (y == 0)) | ~_inside(x, y, width, height), 2, vis)
+
+    src = np.asarray(skel.extra["from_coco17"])
+    out = np.zeros((kp.shape[0], skel.num_keypoints, 3))
+    direct = src >= 0
+    out[:, direct, :2] = kp[:, src[direct], :2]
+    out[:, direct, 2] = vis[:, src[direct]]
+    for slot, rule in skel.extra.get("derived", {}).items():
+        parts = list(rule["mean_of"])
+        xy = out[:, parts, :2].mean(axis=1)
+        pv = out[:, parts, 2]
+        v = np.where((pv == 2).any(axis=1), 2, np.where((pv == 1).all(axis=1), 1, 0))
+        v = np.where(_inside(xy[:, 0], xy[:, 1], width[:, 0], height[:, 0]), v, 2)
+        out[:, int(slot), :2] = xy
+        out[:, int(slot), 2] = v
+    out[..., :2] -= 0.5  # COCO continuous → internal pixel-index coordinates
+    return out
+
+
+def _inside(x: np.ndarray, y: np.ndarray, width: float, height: float) -> np.ndarray:
+    return (x >= 0) & (x < width) & (y >= 0) & (y < height)
+
+
+def _keypoint_lists(kp18: np.ndarray) -> list[list[list]]:
+    """(P,18,3) → P lists of 18 [x, y, v'] with a float x, y and an int v' (JSON-ready)."""
+    return [[[x, y, int(v)] for x, y, v in person] for person in kp18.tolist()]
+
+
+def normalize_segmentation(seg: Any, height: int, width: int) -> Any:
+    """Polygons and compressed RLE pass through; uncompressed RLE (list ``counts``) becomes compressed with
+    ``counts`` as str (JSON-safe; :func:`crowd_mask` and ``pycocotools.mask.decode`` read it)."""
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+        rle = mask_utils.frPyObjects(seg, int(seg["size"][0]), int(seg["size"][1]))
+        return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return seg
+
+
+def crowd_mask(segmentations: list, height: int, width: int) -> np.ndarray:
+    """(h, w) bool mask, True inside any of the crowd ``segmentations`` (polygons or RLE, as in the labels)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for seg in segmentations:
+        if isinstance(seg, dict):
+            counts = seg["counts"]
+            if isinstance(counts, list):
+                rles = mask_utils.frPyObjects(seg, height, width)
+            else:
+                rles = {"size": seg["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        else:
+            rles = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+        mask |= mask_utils.decode(rles).astype(bool)
+    return mask
+
+
+# --------------------------------------------------------------------------------------------------------------
+# label conversion (B2)
+# --------------------------------------------------------------------------------------------------------------
+def _person_fields(a: dict, net_input: float) -> dict:
+    bx, by, bw, bh = (float(v) for v in a["bbox"])
+    return {
+        "objpos": [bx + bw / 2 - 0.5, by + bh / 2 - 0.5],
+        "bbox": [bx - 0.5, by - 0.5, bw, bh],
+        "segment_area": a["area"],
+        "scale_provided": bh / net_input,
+        "num_keypoints": a["num_keypoints"],
+    }
+
+
+def _select_people(anns: list[dict]) -> list[int]:
+    """Indices of the annotations that become training entries (B2 filters; greedy in file order)."""
+    accepted: list[tuple[float, float, float]] = []   # (cx, cy, bbox width) of accepted people
+    chosen = []
+    for i, a in enumerate(anns):
+        if a["num_keypoints"] < MIN_KEYPOINTS or a["area"] < MIN_AREA:
+            continue
+        bx, by, bw, bh = a["bbox"]
+        cx, cy = bx + bw / 2, by + bh / 2
+        if any(np.hypot(cx - px, cy - py) < MIN_CENTER_DISTANCE * pw for px, py, pw in accepted):
+            continue
+        accepted.append((cx, cy, bw))
+        chosen.append(i)
+    return chosen
+
+
+def _image_readable(path: Path) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return path.is_file() and st.st_size > 0 and os.access(path, os.R_OK)
+
+
+def convert_labels(coco_json_path: str | os.PathLike, images_dir: str | os.PathLike, net_input: int = 368,
+                   skip_unreadable: bool = False, stats: dict | None = None) -> list[dict]:
+    """Convert a COCO person_keypoints json into prepared OpenPose training entries (REFERENCE B2).
+
+    Per image: candidates are the non-crowd annotations with ``num_keypoints`` ≠ 0 (file order); crowd
+    segmentations of the image are attached to every entry. A candidate becomes an entry when it passes the
+    filters of :func:`_select_people`; every *other* candidate of the image (filtered or not) is listed in its
+    ``processed_other_annotations``. Each image that yields entries must exist in ``images_dir`` (a stat, not a
+    decode); with ``skip_unreadable`` such images are skipped and counted in ``stats['skipped_images']``.
+    """
+    data = load_coco_keypoints(coco_json_path)
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise PoseDataError(images_dir, "images directory does not exist", field="train_images")
+    images = {im["id"]: im for im in data["images"]}
+    people: dict[Any, list[dict]] = {}
+    crowds: dict[Any, list] = {}
+    for a in data["annotations"]:
+        if a["iscrowd"]:
+            crowds.setdefault(a["image_id"], []).append(a["segmentation"])
+        elif a["num_keypoints"] != 0:
+            people.setdefault(a["image_id"], []).append(a)
+
+    # keypoints of every candidate person converted in one vectorised call, sliced per image below
+    order = [a for anns in people.values() for a in anns]
+    sizes = np.asarray([(images[a["image_id"]]["width"], images[a["image_id"]]["height"]) for a in order],
+                       dtype=np.float64).reshape(-1, 2)
+    kp18 = _keypoint_lists(coco_to_openpose18(np.asarray([a["keypoints"] for a in order]).reshape(-1, 51),
+                                              sizes[:, 0], sizes[:, 1]))
+    entries: list[dict] = []
+    skipped: list[str] = []
+    start = 0
+    for image_id, anns in people.items():
+        first, start = start, start + len(anns)
+        chosen = _select_people(anns)
+        if not chosen:
+            continue
+        im = images[image_id]
+        w, h = im["width"], im["height"]
+        if not _image_readable(images_dir / im["file_name"]):
+            if not skip_unreadable:
+                raise PoseDataError(images_dir / im["file_name"],
+                                    f"image of image id {image_id!r} is missing or unreadable "
+                                    "(set coco.skip_unreadable_images: true to skip such images)",
+                                    field="file_name")
+            skipped.append(im["file_name"])
+            continue
+        segs = [normalize_segmentation(s, h, w) for s in crowds.get(image_id, [])]
+        persons = [dict(_person_fields(a, net_input), keypoints=kp18[first + j]) for j, a in enumerate(anns)]
+        for i in chosen:
+            entry = {"img_paths": im["file_name"], "img_width": w, "img_height": h, "image_id": image_id}
+            entry.update(_person_fields(anns[i], net_input))
+            entry["segmentations"] = segs
+            entry["keypoints"] = persons[i]["keypoints"]
+            entry["processed_other_annotations"] = [p for j, p in enumerate(persons) if j != i]
+            entries.append(entry)
+    if stats is not None:
+        stats.update(entries=len(entries), images=len({e["image_id"] for e in entries}),
+                     skipped_images=len(skipped), skipped_examples=skipped[:5])
+    return entries
+
+
+def write_labels(path: str | os.PathLike, entries: list[dict]) -> None:
+    """Write prepared labels as JSON (atomically)."""
+    write_json(path, entries)
+
+
+_ENTRY_FIELDS = ("img_paths", "img_width", "img_height", "image_id", "objpos", "bbox", "segment_area",
+                 "scale_provided", "num_keypoints", "segmentations", "keypoints", "processed_other_annotations")
+
+
+def read_labels(path: str | os.PathLike) -> list[dict]:
+    """Read prepared labels written by :func:`write_labels`, checking each entry's fields and keypoint shape."""
+    entries = read_json(path)
+    if not isinstance(entries, list):
+        raise PoseDataError(path, f"expected a list of entries, got {type(entries).__name__}")
+    n = get_skeleton("openpose18").num_keypoints
+    for i, e in enumerate(entries):
+        require_keys(e, _ENTRY_FIELDS, path, where=f"entry {i}")
+        for j, kp in enumerate([e["keypoints"]] + [o.get("keypoints") for o in e["processed_other_annotations"]]):
+            if not isinstance(kp, list) or len(kp) != n or any(len(k) != 3 for k in kp):
+                where = "" if j == 0 else f"processed_other_annotations[{j - 1}]."
+                raise PoseDataError(path, f"entry {i}: expected {n}×[x, y, v']", field=f"{where}keypoints")
+    return entries
+
+
+def prepare_train_labels(coco_json_path: str | os.PathLike, images_dir: str | os.PathLike,
+                         out_path: str | os.PathLike, net_input: int = 368, skip_unreadable: bool = False) -> dict:
+    """:func:`convert_labels` + :func:`write_labels`; returns counts (entries, images, skipped_images)."""
+    stats: dict = {}
+    entries = convert_labels(coco_json_path, images_dir, net_input, skip_unreadable, stats=stats)
+    if not entries:
+        raise PoseDataError(coco_json_path, "no annotation passes the training-label filters (B2)",
+                            field="annotations")
+    write_labels(out_path, entries)
+    return dict(stats, out=str(out_path))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# val subset (B2)
+# --------------------------------------------------------------------------------------------------------------
+def make_val_subset(coco_json_path: str | os.PathLike, n: int, seed: int, out_path: str | os.PathLike) -> dict:
+    """Write a COCO json of ``min(n, available)`` images chosen like LWOP's ``make_val_subset.py``.
+
+    ``random.seed(seed)`` + ``random.shuffle(range(len(images)))``, first ``n``: for the 5000 images of COCO
+    val2017 this is exactly the reference subset. Images keep the shuffled order; annotations follow their
+    image in file order. Returns counts.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise PoseDataError(coco_json_path, f"subset size must be a positive integer, got {n!r}",
+                            field="val_subset_size")
+    data = load_coco_keypoints(coco_json_path)
+    order = list(range(len(data["images"])))
+    random.Random(seed).shuffle(order)
+    chosen = [data["images"][i] for i in order[:n]]
+    by_image: dict[Any, list[dict]] = {im["id"]: [] for im in chosen}
+    for a in data["annotations"]:
+        if a["image_id"] in by_image:
+            by_image[a["image_id"]].append(a)
+    subset = {
+        "info": data.get("info", {}),
+        "licenses": data.get("licenses", []),
+        "images": chosen,
+        "annotations": [a for anns in by_image.values() for a in anns],
+        "categories": data["categories"],
+    }
+    write_json(out_path, subset)
+    return {"images": len(chosen), "annotations": len(subset["annotations"]), "requested": n,
+            "available": len(data["images"]), "out": str(out_path)}

@@ -1,0 +1,140 @@
+"""Optimizers and learning-rate schedules built from ``params.yaml`` specs.
+
+Optimizer spec (all keys optional)::
+
+    {'name': 'rmsprop' | 'adam' | 'sgd', 'lr', 'weight_decay', 'momentum', 'alpha', 'eps', 'betas',
+     'param_groups': None | 'openpose'}
+
+Defaults are the stacked-hourglass baseline (REFERENCE A3): RMSprop, lr 2.5e-4, alpha 0.99, eps 1e-8,
+no momentum, no weight decay.
+
+``param_groups: openpose`` reproduces Lightweight OpenPose's per-layer learning-rate multipliers and
+weight-decay exemptions (REFERENCE B3). The rules are a table (:data:`OPENPOSE_RULES`) keyed by the model's
+top-level section and the kind of layer a parameter belongs to. Unlike the reference, which silently leaves
+parameters outside its 13 groups untrained, every trainable parameter lands in exactly one group here.
+
+Scheduler spec: ``{'name': 'multistep', 'milestones': [epochs...], 'gamma'}`` or ``{'name': 'constant'}``.
+Schedulers are stepped once per optimizer step; milestones are given in epochs and converted to steps.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "rmsprop": {"lr": 2.5e-4, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0},
+    "adam": {"lr": 2.5e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+    "sgd": {"lr": 2.5e-4, "momentum": 0.0, "weight_decay": 0.0},
+}
+_ALLOWED = {
+    "rmsprop": {"lr", "alpha", "eps", "momentum", "weight_decay"},
+    "adam": {"lr", "betas", "eps", "weight_decay"},
+    "sgd": {"lr", "momentum", "weight_decay"},
+}
+_CLASSES = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+# LWOP's grouping (train.py + modules/get_parameters.py): section -> (layer kind, param name) -> (lr multiplier,
+# weight decay applies). Layer kinds: 'conv' (ordinary Conv2d), 'dw' (depthwise Conv2d), 'bn' (BatchNorm).
+_BN = {("bn", "weight"): (1.0, False), ("bn", "bias"): (2.0, False)}
+OPENPOSE_RULES: dict[str, dict[tuple[str, str], tuple[float, bool]]] = {
+    "backbone": {("conv", "weight"): (1.0, True), ("conv", "bias"): (2.0, False),
+                 ("dw", "weight"): (1.0, False), ("dw", "bias"): (2.0, False), **_BN},
+    "head": {("conv", "weight"): (1.0, True), ("conv", "bias"): (2.0, False),
+             ("dw", "weight"): (1.0, False), ("dw", "bias"): (2.0, False), **_BN},
+    "refinement": {("conv", "weight"): (4.0, True), ("conv", "bias"): (8.0, False),
+                   ("dw", "weight"): (4.0, False), ("dw", "bias"): (8.0, False), **_BN},
+}
+# top-level attribute of LightweightOpenPose (LWOP key layout) -> section of OPENPOSE_RULES
+OPENPOSE_SECTIONS = {"model": "backbone", "cpm": "head", "initial_stage": "head", "refinement_stages": "refinement"}
+
+
+def _layer_kind(module: nn.Module) -> str:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return "bn"
+    if isinstance(module, nn.Conv2d):
+        if module.groups > 1 and module.groups == module.in_channels == module.out_channels:
+            return "dw"
+        return "conv"
+    return "other"
+
+
+def openpose_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Split ``model``'s trainable parameters into LWOP's groups (merged by identical lr / decay).
+
+    Each group carries ``lr_mult`` (multiplier of the base lr) and ``name`` besides the torch keys.
+    Parameters outside the known sections / layer kinds get lr×1 with weight decay (and a warning).
+    """
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    unknown: list[str] = []
+    for mod_name, module in model.named_modules():
+        kind = _layer_kind(module)
+        section = OPENPOSE_SECTIONS.get(mod_name.split(".", 1)[0])
+        for p_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            rule = OPENPOSE_RULES[section].get((kind, p_name)) if section else None
+            if rule is None:
+                unknown.append(f"{mod_name}.{p_name}")
+                rule = (1.0, True)
+            groups.setdefault(rule, []).append(param)
+    if unknown:
+        log.warning("openpose param groups: %d parameter(s) outside the LWOP rules get lr x1 with decay: %s",
+                    len(unknown), ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
+    out = []
+    for (mult, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
+        out.append({"params": params, "lr": lr * mult, "weight_decay": weight_decay if decay else 0.0,
+                    "lr_mult": mult, "name": f"lr x{mult:g}" + (" decay" if decay else " no-decay")})
+    return out
+
+
+def build_optimizer(model: nn.Module, spec: Mapping[str, Any] | None = None) -> torch.optim.Optimizer:
+    """Build the optimizer named in ``spec`` over ``model``'s trainable parameters."""
+    spec = dict(spec or {})
+    name = str(spec.pop("name", "rmsprop")).lower()
+    if name not in _CLASSES:
+        raise ValueError(f"optimizer.name: unknown optimizer {name!r} (expected one of {sorted(_CLASSES)})")
+    grouping = spec.pop("param_groups", None)
+    unknown = set(spec) - _ALLOWED[name]
+    if unknown:
+        raise ValueError(f"optimizer: key(s) {sorted(unknown)} do not apply to {name}")
+    kwargs = {**OPTIMIZER_DEFAULTS[name], **{k: v for k, v in spec.items() if v is not None}}
+    kwargs = {k: (tuple(v) if k == "betas" else float(v)) for k, v in kwargs.items()}
+    if grouping in (None, "none", False):
+        params: Iterable[Any] = [p for p in model.parameters() if p.requires_grad]
+    elif grouping == "openpose":
+        params = openpose_param_groups(model, kwargs["lr"], kwargs["weight_decay"])
+    else:
+        raise ValueError(f"optimizer.param_groups: unknown grouping {grouping!r} (expected null or 'openpose')")
+    return _CLASSES[name](params, **kwargs)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: Mapping[str, Any] | None,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Build a per-optimizer-step scheduler; epoch milestones become ``epoch * steps_per_epoch`` steps.
+
+    'constant' is a MultiStepLR without milestones, so every schedule has the same state layout.
+    """
+    spec = dict(spec or {"name": "constant"})
+    name = str(spec.get("name", "constant")).lower()
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if name == "constant":
+        extra = set(spec) - {"name"}
+        if extra:
+            raise ValueError(f"scheduler: key(s) {sorted(extra)} do not apply to 'constant'")
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[], gamma=1.0)
+    if name == "multistep":
+        extra = set(spec) - {"name", "milestones", "gamma"}
+        if extra:
+            raise ValueError(f"scheduler: key(s) {sorted(extra)} do not apply to 'multistep'")
+        milestones = [int(m) for m in spec.get("milestones", [])]
+        if any(m < 1 for m in milestones):
+            raise ValueError(f"scheduler.milestones: epochs must be >= 1, got {milestones}")
+        steps = sorted(m * steps_per_epoch for m in milestones)
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=steps, gamma=float(spec.get("gamma", 0.1)))
+    raise ValueError(f"scheduler.name: unknown scheduler {name!r} (expected 'multistep' or 'constant')")

@@ -1,0 +1,561 @@
+"""The one training loop of the project (hourglass / FPD and Lightweight OpenPose alike).
+
+The model-specific part is ``step_fn(model, batch) -> (loss, parts)``; everything else lives here: device
+choice, AMP, torchrun / DDP, gradient accumulation, seeding, checkpoints with automatic resume, the
+non-finite-loss guard, the progress bar and DVCLive metrics.
+
+Determinism. Every sample is loaded with the global RNGs (random, numpy, torch) seeded from
+``(seed, epoch, rank, position in the epoch)``, and the epoch's order comes from ``DistributedSampler``
+(seeded by ``seed + epoch``). A sample's augmentation therefore depends neither on ``num_workers`` nor on
+whether the run was interrupted, and a resumed run skips the finished micro-batches of the epoch without
+loading them and continues exactly where the killed run was.
+
+Resume. ``run_dir/last.pt`` is written atomically every ``checkpoint_every`` optimizer steps and at every
+epoch end. It carries a fingerprint of everything that changes the training trajectory (batch size,
+accumulation, seed, AMP, optimizer, schedule, clipping, start weights, arch, dataset size, world size and the
+caller's ``fingerprint_extra``). ``epochs`` / ``max_steps`` are deliberately not in it: raising them
+continues a finished run. A matching checkpoint is resumed; otherwise training starts fresh and says why.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from pose.checkpoint import load_checkpoint, save_checkpoint
+from pose.engine.distributed import (DistContext, all_gather_objects, all_reduce_sum, broadcast_buffers,
+                                     cleanup_distributed, setup_distributed)
+from pose.engine.optim import build_optimizer, build_scheduler
+from pose.io import PoseDataError
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]"]
+ValFn = Callable[[nn.Module], Mapping[str, float]]
+
+# config keys that change the trajectory of training (the resume fingerprint); see module docstring
+FINGERPRINT_KEYS = ("batch_size", "accumulate", "seed", "amp", "optimizer", "scheduler", "grad_clip",
+                    "weights", "shuffle", "drop_last")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A step produced a NaN / inf loss (or gradient norm); the last good checkpoint was kept."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    max_steps: int | None = None          # cap on optimizer steps (None: epochs decide)
+    batch_size: int = 8                   # per process, per micro-batch
+    accumulate: int = 1                   # micro-batches per optimizer step
+    num_workers: int = 0
+    seed: int = 0
+    device: str = "auto"                  # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
+    amp: str = "auto"                     # 'auto' (bf16 / fp16 on CUDA, off on CPU) | 'off' | 'bf16' | 'fp16'
+    checkpoint_every: int = 100           # optimizer steps; 0 = at epoch ends only
+    run_dir: str | None = None            # resumable state (last.pt)
+    out_path: str | None = None           # final model file
+    live_dir: str | None = None           # DVCLive directory
+    optimizer: dict = field(default_factory=lambda: {"name": "rmsprop"})
+    scheduler: dict = field(default_factory=lambda: {"name": "constant"})
+    log_every: int = 10                   # optimizer steps between progress / log updates
+    grad_clip: float | None = None        # max global gradient norm
+    progress: bool = True
+    weights: str | None = None            # start weights (fresh runs only), loaded with pose.checkpoint
+    shuffle: bool = True
+    drop_last: bool = True
+    val_every: int = 1                    # epochs between val_fn calls (the last epoch always validates)
+    resume: bool = True                   # False: ignore run_dir/last.pt
+
+    @classmethod
+    def from_params(cls, d: Mapping[str, Any], source: str = "params.yaml") -> "TrainConfig":
+        """Build from a params dict; unknown keys and bad values raise PoseDataError naming the field."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise PoseDataError(source, f"unknown training key(s) {unknown}", field=unknown[0])
+        # null optimizer / scheduler / amp in params.yaml mean "the default"
+        kw = {k: v for k, v in d.items() if not (v is None and k in ("optimizer", "scheduler", "amp"))}
+        if isinstance(kw.get("amp"), bool):
+            kw["amp"] = "auto" if kw["amp"] else "off"
+        cfg = cls(**kw)
+        cfg.validate(source)
+        return cfg
+
+    def validate(self, source: str = "params.yaml") -> None:
+        def bad(name: str, why: str) -> PoseDataError:
+            return PoseDataError(source, why, field=name)
+
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("num_workers", 0),
+                         ("checkpoint_every", 0), ("log_every", 1), ("val_every", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise bad(name, f"must be an integer >= {lo}, got {v!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise bad("max_steps", f"must be null or an integer >= 1, got {self.max_steps!r}")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise bad("amp", f"must be auto, off, bf16 or fp16, got {self.amp!r}")
+        if self.grad_clip is not None and not float(self.grad_clip) > 0:
+            raise bad("grad_clip", f"must be null or > 0, got {self.grad_clip!r}")
+        if not isinstance(self.optimizer, Mapping) or not isinstance(self.scheduler, Mapping):
+            raise bad("optimizer", "optimizer and scheduler must be mappings")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------- seeding
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices). Call before building a model for reproducible init."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank, position]).generate_state(1)[0])
+
+
+def _worker_init(worker_id: int) -> None:
+    """Seed numpy / random in a loader worker from its torch seed (base seed of the loader generator + id)."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+class _SeededDataset(Dataset):
+    """Loads item ``(index, sample_seed)`` with the global RNGs seeded by ``sample_seed`` (then restored)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+
+class _EpochSampler(Sampler):
+    """One epoch of ``base``'s order, positions ``[start, stop)``, as ``(index, sample_seed)`` pairs."""
+
+    def __init__(self, base: Sampler, start: int, stop: int, seed: int, epoch: int, rank: int):
+        self.base, self.start, self.stop = base, start, stop
+        self.seed, self.epoch, self.rank = seed, epoch, rank
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for pos, index in enumerate(self.base):
+            if pos >= self.stop:
+                break
+            if pos >= self.start:
+                yield int(index), _sample_seed(self.seed, self.epoch, self.rank, pos)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state(),
+                             "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _scalar(v: float | torch.Tensor) -> float:
+    return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
+
+
+@dataclass
+class _State:
+    """Where training stands; everything needed to continue (besides model / optimizer tensors)."""
+    step: int = 0                 # optimizer steps done in total
+    epoch: int = 0                # epoch in progress (0-based)
+    epoch_step: int = 0           # optimizer steps done in that epoch
+    sums: dict[str, float] = field(default_factory=dict)   # running sums of loss parts over the epoch
+    logged_step: int = 0          # step at which the last epoch-end (val + log) ran
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """Train ``model`` on ``train_set`` with ``step_fn``; see the module docstring.
+
+    ``step_fn(model, batch) -> (loss, parts)``: ``batch`` is already on the device; ``model`` may be the DDP
+    wrapper (call it, do not reach into its attributes). ``parts`` are logged averaged per epoch.
+    ``val_fn(model) -> {name: value}`` runs on rank 0 in eval mode under ``torch.no_grad``.
+    ``init_fn(model)`` runs on fresh starts only, after ``config.weights`` was loaded.
+    ``fingerprint_extra``: caller settings that change training but which the trainer cannot see
+    (e.g. the FPD alpha or teacher file); they join the resume fingerprint.
+    """
+
+    def __init__(self, model: nn.Module, train_set: Dataset, step_fn: StepFn, config: TrainConfig,
+                 val_fn: ValFn | None = None, arch: dict | None = None, sampler: Sampler | None = None,
+                 collate_fn: Callable | None = None, init_fn: Callable[[nn.Module], None] | None = None,
+                 fingerprint_extra: Mapping[str, Any] | None = None):
+        config.validate()
+        self.model = model
+        self.train_set = train_set
+        self.step_fn = step_fn
+        self.config = config
+        self.val_fn = val_fn
+        self.arch = arch
+        self.sampler = sampler
+        self.collate_fn = collate_fn
+        self.init_fn = init_fn
+        self.fingerprint_extra = dict(fingerprint_extra or {})
+        self.resume_info = ""        # why the last fit() resumed / started fresh
+
+    # -------------------------------------------------------------------------------------------- public
+    def fit(self) -> dict[str, Any]:
+        """Train to ``epochs`` / ``max_steps`` (resuming when possible); return the final metrics summary."""
+        ctx = setup_distributed(self.config.device)
+        try:
+            return self._fit(ctx)
+        finally:
+            cleanup_distributed(ctx)
+
+    # -------------------------------------------------------------------------------------------- setup
+    def _fingerprint_items(self, ctx: DistContext) -> dict[str, Any]:
+        cfg = self.config
+        items: dict[str, Any] = {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}
+        if cfg.weights:
+            items["weights"] = {"path": str(cfg.weights), "sha256": _file_digest(cfg.weights)
+                                if os.path.exists(cfg.weights) else None}
+        items.update(arch=self.arch, dataset_size=len(self.train_set), world_size=ctx.world_size,
+                     sampler=type(self.sampler).__name__ if self.sampler is not None else None,
+                     extra=self.fingerprint_extra)
+        return json.loads(json.dumps(items, sort_keys=True, default=str))
+
+    @staticmethod
+    def _hash(items: Mapping[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _base_sampler(self, ctx: DistContext) -> Sampler:
+        if self.sampler is not None:
+            return self.sampler
+        return DistributedSampler(self.train_set, num_replicas=ctx.world_size, rank=ctx.rank,
+                                  shuffle=self.config.shuffle, seed=self.config.seed, drop_last=False)
+
+    def _steps_per_epoch(self, n_samples: int) -> tuple[int, int]:
+        """(optimizer steps per epoch, samples per epoch actually used) for one process."""
+        cfg = self.config
+        micro = n_samples // cfg.batch_size if cfg.drop_last else math.ceil(n_samples / cfg.batch_size)
+        spe = micro // cfg.accumulate
+        if spe < 1:
+            raise ValueError(f"training set too small: {n_samples} samples per process give no full optimizer "
+                             f"step of {cfg.accumulate} x {cfg.batch_size} samples")
+        return spe, min(n_samples, spe * cfg.accumulate * cfg.batch_size)
+
+    def _loader(self, base: Sampler, epoch: int, start: int, stop: int, ctx: DistContext) -> DataLoader:
+        cfg = self.config
+        if hasattr(base, "set_epoch"):
+            base.set_epoch(epoch)
+        # the loader generator only fixes the workers' base seed (numpy / random in workers, see _worker_init)
+        gen = torch.Generator().manual_seed(_sample_seed(cfg.seed, epoch, ctx.rank, 2**31))
+        return DataLoader(_SeededDataset(self.train_set), batch_size=cfg.batch_size,
+                          sampler=_EpochSampler(base, start, stop, cfg.seed, epoch, ctx.rank),
+                          num_workers=cfg.num_workers, collate_fn=self.collate_fn, drop_last=cfg.drop_last,
+                          pin_memory=ctx.device.type == "cuda", worker_init_fn=_worker_init, generator=gen)
+
+    def _try_resume(self, fingerprint: str, items: Mapping[str, Any], total: int) -> dict[str, Any] | None:
+        cfg = self.config
+        if not cfg.run_dir:
+            self.resume_info = "fresh start (no run_dir)"
+            return None
+        path = Path(cfg.run_dir) / "last.pt"
+        if not path.exists():
+            self.resume_info = f"fresh start (no {path})"
+            return None
+        if not cfg.resume:
+            self.resume_info = f"fresh start (resume disabled; {path} ignored)"
+            return None
+        try:
+            ckpt = load_checkpoint(path)
+        except PoseDataError as e:
+            self.resume_info = f"fresh start ({e})"
+            return None
+        if ckpt.get("fingerprint") != fingerprint:
+            old = ckpt.get("fingerprint_items") or {}
+            changed = sorted(k for k in set(old) | set(items) if old.get(k) != items.get(k))
+            self.resume_info = (f"fresh start: {path} was written with different settings "
+                                f"(changed: {', '.join(changed) or 'unknown'})")
+            return None
+        if int(ckpt["step"]) > total:
+            self.resume_info = (f"fresh start: {path} is at step {ckpt['step']}, past the configured end "
+                                f"({total} steps)")
+            return None
+        self.resume_info = f"resuming from {path} at step {ckpt['step']} (epoch {ckpt['epoch']})"
+        return ckpt
+
+    def _load_start_weights(self, model: nn.Module) -> None:
+        if not self.config.weights:
+            return
+        try:
+            from pose.checkpoint import load_weights  # provided by the checkpoint module's owner
+        except ImportError:
+            load_weights = None
+        if load_weights is not None:
+            load_weights(model, self.config.weights, strict=True)
+        else:
+            ckpt = load_checkpoint(self.config.weights)
+            model.load_state_dict(ckpt.get("state_dict", ckpt))
+
+    # -------------------------------------------------------------------------------------------- loop
+    def _fit(self, ctx: DistContext) -> dict[str, Any]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        model = self.model.to(ctx.device)
+        base = self._base_sampler(ctx)
+        spe, used = self._steps_per_epoch(len(base))
+        total = cfg.epochs * spe if cfg.max_steps is None else min(cfg.epochs * spe, cfg.max_steps)
+        optimizer = build_optimizer(model, cfg.optimizer)
+        scheduler = build_scheduler(optimizer, cfg.scheduler, spe)
+        amp_dtype = _amp_dtype(cfg.amp, ctx.device)
+        scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16)
+        items = self._fingerprint_items(ctx)
+        fingerprint = self._hash(items)
+
+        ckpt = self._try_resume(fingerprint, items, total)
+        if ctx.is_main:
+            fresh_on_mismatch = ckpt is None and self.resume_info.startswith("fresh start:")
+            (log.warning if fresh_on_mismatch else log.info)("%s", self.resume_info)
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            st = _State(**ckpt["state"])
+            rngs = ckpt.get("rng") or []
+            if len(rngs) == ctx.world_size:
+                _set_rng_state(rngs[ctx.rank])
+        else:
+            seed_everything(cfg.seed + ctx.rank)
+            self._load_start_weights(model)
+            if self.init_fn is not None:
+                self.init_fn(model)
+            st = _State()
+        resumed_from = st.step
+
+        net: nn.Module = model
+        if ctx.distributed:
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        live = self._open_live(ctx, resumed=ckpt is not None)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+
+        def save_state() -> None:
+            rngs = all_gather_objects(_rng_state(), ctx)
+            if ctx.is_main and cfg.run_dir:
+                save_checkpoint(Path(cfg.run_dir) / "last.pt", {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "step": st.step, "epoch": st.epoch, "state": dataclasses.asdict(st), "rng": rngs,
+                    "fingerprint": fingerprint, "fingerprint_items": items, "arch": self.arch,
+                    "config": cfg.to_dict()})
+
+        net.train()
+        try:
+            if st.step >= total and st.logged_step != st.step:
+                self._epoch_end(st, spe, total, model, optimizer, live, ctx, save_state)
+            while st.step < total:
+                self._run_epoch(st, spe, used, total, base, net, optimizer, scheduler, scaler, amp_dtype,
+                                params, ctx, save_state)
+                self._epoch_end(st, spe, total, model, optimizer, live, ctx, save_state)
+        finally:
+            if live is not None:
+                live.end()
+        broadcast_buffers(model, ctx)   # every rank ends with rank 0's BN statistics (the ones saved)
+
+        summary = dict(st.history[-1]) if st.history else {}
+        summary.update(step=st.step, steps_per_epoch=spe, resumed_from_step=resumed_from,
+                       train_seconds=round(time.perf_counter() - t0, 3))
+        if ctx.is_main and cfg.out_path:
+            save_checkpoint(cfg.out_path, {
+                "arch": self.arch, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "step": st.step, "epoch": summary.get("epoch", st.epoch), "metrics": summary})
+        return summary
+
+    def _run_epoch(self, st: _State, spe: int, used: int, total: int, base: Sampler, net: nn.Module,
+                   optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+                   amp_dtype: torch.dtype | None, params: list[nn.Parameter], ctx: DistContext,
+                   save_state: Callable[[], None]) -> None:
+        cfg = self.config
+        steps_here = min(spe, st.epoch_step + (total - st.step))
+        if steps_here <= st.epoch_step:
+            return
+        per_step = cfg.accumulate * cfg.batch_size
+        stop = used if steps_here == spe else steps_here * per_step
+        loader = iter(self._loader(base, st.epoch, st.epoch_step * per_step, stop, ctx))
+        bar = self._progress(ctx, st, spe)
+        try:
+            while st.epoch_step < steps_here:
+                optimizer.zero_grad(set_to_none=True)
+                step_parts: dict[str, float] = {}
+                for micro in range(cfg.accumulate):
+                    batch = _to_device(next(loader), ctx.device)
+                    sync = micro == cfg.accumulate - 1 or not ctx.distributed
+                    with (contextlib.nullcontext() if sync else net.no_sync()):  # type: ignore[operator]
+                        with torch.autocast(ctx.device.type, dtype=amp_dtype or torch.float32,
+                                            enabled=amp_dtype is not None):
+                            out = self.step_fn(net, batch)
+                        loss, parts = self._check_output(out)
+                        values = {**{k: _scalar(v) for k, v in parts.items()}, "loss": _scalar(loss)}
+                        self._guard(values, st, micro, ctx)
+                        scaler.scale(loss / cfg.accumulate).backward()
+                    for k, v in values.items():
+                        step_parts[k] = step_parts.get(k, 0.0) + v / cfg.accumulate
+                if cfg.grad_clip:
+                    scaler.unscale_(optimizer)
+                    norm = torch.nn.utils.clip_grad_norm_(params, float(cfg.grad_clip))
+                    if amp_dtype != torch.float16 and not torch.isfinite(norm):
+                        raise NonFiniteLossError(self._nan_message(st, "gradient norm", {"grad_norm": float(norm)}))
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                st.step += 1
+                st.epoch_step += 1
+                for k, v in step_parts.items():
+                    st.sums[k] = st.sums.get(k, 0.0) + v
+                if bar is not None:
+                    bar.update(1)
+                    if st.step % cfg.log_every == 0 or st.epoch_step == steps_here:
+                        bar.set_postfix(loss=f"{step_parts['loss']:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+                elif ctx.is_main and st.step % cfg.log_every == 0:
+                    log.info("step %d/%d epoch %d loss %.5g lr %.3g", st.step, total, st.epoch + 1,
+                             step_parts["loss"], optimizer.param_groups[0]["lr"])
+                if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
+                    save_state()
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _epoch_end(self, st: _State, spe: int, total: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   live: Any, ctx: DistContext, save_state: Callable[[], None]) -> None:
+        """Average the epoch's loss parts over steps (and ranks), validate, log, checkpoint."""
+        cfg = self.config
+        keys = sorted(st.sums)
+        sums = all_reduce_sum(torch.tensor([st.sums[k] for k in keys] + [float(st.epoch_step)],
+                                           dtype=torch.float64), ctx).tolist()
+        n = max(sums[-1], 1.0)
+        metrics: dict[str, float] = {"epoch": st.epoch + st.epoch_step / spe}
+        metrics.update({("loss" if k == "loss" else f"loss_{k}"): v / n for k, v in zip(keys, sums)})
+        metrics["lr"] = float(optimizer.param_groups[0]["lr"])
+        last = st.step >= total
+        if ctx.is_main and self.val_fn is not None and ((st.epoch + 1) % cfg.val_every == 0 or last):
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                val = self.val_fn(model)
+            model.train(was_training)
+            metrics.update({f"val/{k}": float(v) for k, v in val.items()})
+        if live is not None:
+            live.step = st.epoch
+            for k, v in metrics.items():
+                if k != "epoch":
+                    live.log_metric(k if k.startswith("val/") or k == "lr" else f"train/{k}", v)
+            live.next_step()
+        st.history = [h for h in st.history if int(h["epoch"] - 1e-9) != st.epoch] + [metrics]
+        st.logged_step = st.step
+        if st.epoch_step == spe:
+            st.epoch, st.epoch_step, st.sums = st.epoch + 1, 0, {}
+        save_state()
+
+    # -------------------------------------------------------------------------------------------- guards, io
+    @staticmethod
+    def _check_output(out: Any) -> tuple[torch.Tensor, Mapping[str, Any]]:
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor)
+                and isinstance(out[1], Mapping)):
+            raise TypeError("step_fn must return (loss Tensor, parts dict)")
+        if out[0].ndim != 0 or not out[0].requires_grad:
+            raise TypeError(f"step_fn loss must be a scalar tensor that requires grad (shape {tuple(out[0].shape)}, "
+                            f"requires_grad={out[0].requires_grad})")
+        return out[0], out[1]
+
+    def _guard(self, values: Mapping[str, float], st: _State, micro: int, ctx: DistContext) -> None:
+        bad = torch.tensor([0.0 if math.isfinite(values["loss"]) else 1.0])
+        if all_reduce_sum(bad, ctx).item() > 0:
+            raise NonFiniteLossError(self._nan_message(st, f"loss (micro-batch {micro})", values))
+
+    def _nan_message(self, st: _State, what: str, values: Mapping[str, float]) -> str:
+        parts = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
+        where = f"; {Path(self.config.run_dir) / 'last.pt'} keeps the last good state" if self.config.run_dir else ""
+        return (f"non-finite {what} at step {st.step} (epoch {st.epoch + 1}, step {st.epoch_step} of the epoch): "
+                f"{parts}. Training stopped{where}.")
+
+    def _progress(self, ctx: DistContext, st: _State, spe: int) -> Any:
+        if not (self.config.progress and ctx.is_main and sys.stderr.isatty()):
+            return None
+        from tqdm import tqdm
+        return tqdm(total=spe, initial=st.epoch_step, desc=f"epoch {st.epoch + 1}/{self.config.epochs}",
+                    dynamic_ncols=True, leave=False)
+
+    def _open_live(self, ctx: DistContext, resumed: bool) -> Any:
+        if not (ctx.is_main and self.config.live_dir):
+            return None
+        from dvclive import Live
+        return Live(self.config.live_dir, dvcyaml=False, save_dvc_exp=False, resume=resumed)

@@ -1,0 +1,18 @@
+"""Prefect tasks for COCO data preparation (thin wrappers around :mod:`pose.data.coco`)."""
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from pose.data import coco
+
+
+@task(cache_policy=NO_CACHE)
+def convert_coco_labels(annotations: str, images_dir: str, out_path: str, net_input: int = 368,
+                        skip_unreadable: bool = False) -> dict:
+    return coco.prepare_train_labels(annotations, images_dir, out_path, net_input, skip_unreadable)
+
+
+@task(cache_policy=NO_CACHE)
+def make_coco_val_subset(annotations: str, n: int, seed: int, out_path: str) -> dict:
+    return coco.make_val_subset(annotations, n, seed, out_path)
