@@ -1,0 +1,125 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from pose.evaluation.coco_ap import coco_slots, evaluate_coco, evaluate_predictor, poses_to_coco_results
+from pose.io import PoseDataError
+from pose.predict.multi_person import Pose
+from pose.skeletons import COCO17, OPENPOSE18
+
+
+def _gt(tmp_path, rng):
+    """3 images, 2–3 people each, 17 COCO keypoints (some unlabelled), people large enough to be 'medium/large'."""
+    images, anns = [], []
+    aid = 1
+    for img_id in (1, 2, 3):
+        images.append({"id": img_id, "file_name": f"{img_id:012d}.jpg", "width": 320, "height": 240})
+        for p in range(2 + img_id % 2):
+            xy = rng.uniform([20 + 100 * p, 20], [90 + 100 * p, 220], (17, 2))
+            v = np.where(rng.random(17) < 0.15, 0, 2)
+            kp = np.column_stack([xy, v]).astype(float)
+            kp[v == 0] = 0
+            x0, y0 = xy.min(0)
+            w, h = xy.max(0) - xy.min(0)
+            anns.append({"id": aid, "image_id": img_id, "category_id": 1, "iscrowd": 0,
+                         "keypoints": kp.ravel().tolist(), "num_keypoints": int((v > 0).sum()),
+                         "bbox": [x0, y0, w, h], "area": float(w * h)})
+            aid += 1
+    data = {"info": {}, "licenses": [], "images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "person", "supercategory": "person",
+                            "keypoints": list(COCO17.keypoints), "skeleton": []}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    return path, data
+
+
+def _perfect_poses(data, image_id):
+    """Ground truth turned into OpenPose-18 poses in internal coordinates (COCO − 0.5)."""
+    src = np.asarray(OPENPOSE18.extra["from_coco17"])
+    poses = []
+    for a in data["annotations"]:
+        if a["image_id"] != image_id:
+            continue
+        kp = np.asarray(a["keypoints"], float).reshape(17, 3)
+        k18 = np.full((18, 3), -1.0)
+        ok = src >= 0
+        labelled = kp[src[ok], 2] > 0
+        rows = np.flatnonzero(ok)[labelled]
+        k18[rows, :2] = kp[src[rows], :2] - 0.5
+        k18[rows, 2] = 0.9
+        poses.append(Pose(k18, score=float(len(rows))))
+    return poses
+
+
+def test_coco_slots_invert_from_coco17():
+    slots = coco_slots()
+    assert slots.tolist() == [0, 15, 14, 17, 16, 5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10]
+    src = OPENPOSE18.extra["from_coco17"]
+    assert all(src[slots[j]] == j for j in range(17))
+
+
+def test_results_conversion():
+    k = np.full((18, 3), -1.0)
+    k[0] = [10, 20, 0.8]   # nose → COCO 0
+    k[2] = [30, 40, 0.7]   # r_shoulder → COCO 6
+    k[1] = [5, 5, 0.9]     # neck: no COCO slot
+    res = poses_to_coco_results(7, [Pose(k, score=2.5, count=4), Pose(k, score=2.0)])
+    kp = np.asarray(res[0]["keypoints"]).reshape(17, 3)
+    np.testing.assert_allclose(kp[0], [10.5, 20.5, 1])
+    np.testing.assert_allclose(kp[6], [30.5, 40.5, 1])
+    assert kp[[1, 2, 3, 4, 5] + list(range(7, 17))].sum() == 0
+    assert res[0]["image_id"] == 7 and res[0]["category_id"] == 1
+    assert res[0]["score"] == pytest.approx(2.5 * 3)
+    assert res[1]["score"] == pytest.approx(2.0 * 2)   # no count: 3 found keypoints → × 2
+
+
+def test_perfect_prediction_scores_ap_one(tmp_path):
+    path, data = _gt(tmp_path, np.random.default_rng(0))
+    results = []
+    for im in data["images"]:
+        results += poses_to_coco_results(im["id"], _perfect_poses(data, im["id"]))
+    m = evaluate_coco(path, results)
+    assert m["AP"] == pytest.approx(1.0) and m["AP50"] == pytest.approx(1.0) and m["AR"] == pytest.approx(1.0)
+
+
+def test_shifted_prediction_scores_lower(tmp_path):
+    path, data = _gt(tmp_path, np.random.default_rng(0))
+    results = []
+    for im in data["images"]:
+        poses = _perfect_poses(data, im["id"])
+        for p in poses:
+            found = p.keypoints[:, 0] >= 0
+            p.keypoints[found, :2] += 12.0
+        results += poses_to_coco_results(im["id"], poses)
+    m = evaluate_coco(path, results)
+    assert 0.0 <= m["AP"] < 0.9
+
+
+def test_empty_results_give_zeros(tmp_path):
+    path, _ = _gt(tmp_path, np.random.default_rng(1))
+    m = evaluate_coco(path, [])
+    assert m["AP"] == 0.0 and m["AR"] == 0.0 and set(m) >= {"AP", "AP50", "AP75", "APm", "APl", "AR"}
+
+
+def test_results_for_unknown_image_are_rejected(tmp_path):
+    path, data = _gt(tmp_path, np.random.default_rng(2))
+    res = poses_to_coco_results(999, _perfect_poses(data, 1))
+    with pytest.raises(PoseDataError, match="gt.json"):
+        evaluate_coco(path, res)
+
+
+def test_evaluate_predictor_runs_every_image(tmp_path):
+    path, data = _gt(tmp_path, np.random.default_rng(3))
+    images = tmp_path / "images"
+    images.mkdir()
+    for im in data["images"]:
+        cv2.imwrite(str(images / im["file_name"]), np.full((240, 320, 3), im["id"], np.uint8))
+
+    def predictor(image):                     # identifies the image by its grey level
+        return _perfect_poses(data, int(image[0, 0, 0]))
+
+    metrics, results = evaluate_predictor(predictor, path, images, progress=False)
+    assert len(results) == len(data["annotations"])
+    assert metrics["AP"] == pytest.approx(1.0)
