@@ -1,0 +1,53 @@
+"""``python -m flows.render_plots``: training-curve PNGs of every training run, ``plots/training_<stage>.png``.
+
+Params (``render_plots:`` in params.yaml): ``stages`` (training stage names whose ``<runs_dir>/<stage>/live``
+DVCLive directories are drawn), ``runs_dir`` (default ``runs``), ``out_dir`` (default ``plots``). Without a
+``render_plots`` section every ``runs/*/live`` found is drawn.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows._main import run_flow
+from flows._params import load_params
+from pose.io import PoseDataError
+from pose.plots import find_live_dirs
+from tasks.plots import render_training_curves
+
+
+def _default_params() -> dict:
+    try:
+        return load_params("render_plots")["render_plots"]
+    except KeyError:
+        return {}
+
+
+@flow(name="render_plots")
+def render_plots(params: dict | None = None) -> dict:
+    p = params if params is not None else _default_params()
+    runs_dir, out_dir = Path(p.get("runs_dir", "runs")), Path(p.get("out_dir", "plots"))
+    stages = p.get("stages")
+    if stages is None:
+        live_dirs = find_live_dirs(runs_dir)
+    else:
+        live_dirs = {s: runs_dir / s / "live" for s in stages}
+        missing = [str(d) for d in live_dirs.values() if not d.is_dir()]
+        if missing:
+            raise PoseDataError(missing[0], "DVCLive directory does not exist (has the stage run?)",
+                                field="render_plots.stages")
+    summary = {}
+    for stage, live in live_dirs.items():
+        out = out_dir / f"training_{stage}.png"
+        counts = render_training_curves(str(live), str(out), title=f"{stage} ({live})")
+        summary[stage] = {"png": str(out), "metrics": counts}
+        print(f"render_plots: {out} ← {live} ({len(counts)} metrics, "
+              f"{max(counts.values(), default=0)} points)")
+    if not summary:
+        print(f"render_plots: no DVCLive directories under {runs_dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_flow(render_plots)

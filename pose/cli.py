@@ -1,0 +1,625 @@
+"""The ``pose`` command: predict, export, bench and eval, each a thin layer over the library.
+
+``pose predict``  images / a folder / a video → drawn skeletons + JSON (COCO results for OpenPose models,
+                  16 MPII keypoints for hourglass models); ``--track`` ids and ``--smooth`` One Euro for videos.
+``pose export``   checkpoint → ONNX + OpenVINO IR, verified against torch (:func:`pose.export.export_model`).
+``pose bench``    latency per backend / precision (:func:`pose.export.measure_latency`), table + JSON.
+``pose eval``     PCKh (hourglass, MPII) or COCO AP (OpenPose) of a model file on a dataset.
+
+A model is one of our checkpoints (``.pt``: ``{'arch': {'family': ...}, 'state_dict'}``, or a foreign layout
+:func:`pose.checkpoint.load_model` understands), an ONNX file or an OpenVINO IR (``.xml``). The family comes from
+the checkpoint's ``arch`` or the exported output names (``heatmaps_stack*`` → hourglass, ``stage_*_pafs`` →
+openpose), or ``--family``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from pose.io import PoseDataError, write_json
+
+FAMILIES = ("hourglass", "openpose")
+BACKENDS = ("torch", "torch_cl", "onnxruntime", "openvino_f32", "openvino")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+Runner = Callable[[np.ndarray], list]
+
+
+# ======================================================================================================== models
+@dataclass
+class OpenedModel:
+    """A model file opened for inference: ``runner`` maps a normalised N×3×H×W float32 batch to its outputs."""
+
+    path: Path
+    family: str
+    backend: Any                       # a pose.backends Backend
+    input_shape: tuple | None = None   # static input shape of an exported model (None: any)
+    raw_pixels: bool = False           # IR with (x − 128) / 256 folded in: fed x·256 + 128
+    module: Any = None                 # the torch module, for .pt files
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def runner(self) -> Runner:
+        if not self.raw_pixels:
+            return self.backend
+        return lambda x: self.backend(np.asarray(x, np.float32) * np.float32(256.0) + np.float32(128.0))
+
+
+def family_from_output_names(names: Sequence[str]) -> str | None:
+    """``heatmaps_stack*`` → hourglass, ``stage_*_pafs`` → openpose (the names :mod:`pose.export` gives)."""
+    if names and all(n.startswith("heatmaps_stack") for n in names):
+        return "hourglass"
+    if any(n.startswith("stage_") and n.endswith("_pafs") for n in names):
+        return "openpose"
+    return None
+
+
+def _ov_takes_raw_pixels(ov_backend: Any) -> bool:
+    """True when the IR's input feeds a folded normalisation (Subtract/Divide/Multiply) instead of a convolution."""
+    param = ov_backend.model.inputs[0]
+    consumers = {t.get_node().get_type_name() for t in param.get_target_inputs()}
+    return bool(consumers & {"Subtract", "Divide", "Multiply"}) and "Convolution" not in consumers
+
+
+def _static_shape(backend: Any) -> tuple | None:
+    if hasattr(backend, "session"):
+        shape = backend.session.get_inputs()[0].shape
+        return tuple(shape) if all(isinstance(d, int) for d in shape) else None
+    if hasattr(backend, "model") and hasattr(backend.model, "inputs"):
+        ps = backend.model.inputs[0].get_partial_shape()
+        return None if ps.is_dynamic else tuple(int(d) for d in backend.model.inputs[0].get_shape())
+    return None
+
+
+def open_model(path: str | os.PathLike, family: str | None = None, backend: str | None = None,
+               threads: int | None = None) -> OpenedModel:
+    """Open a checkpoint / ONNX / IR file with the requested backend (default: the file's natural one)."""
+    from pose import backends as B
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        backend = backend or "torch"
+        if backend not in ("torch", "torch_cl"):
+            raise SystemExit(f"error: backend {backend!r} needs an exported model; run `pose export {path} --out "
+                             f"DIR` and pass DIR/model.onnx or DIR/model.xml")
+        from pose.checkpoint import extract_state_dict, infer_arch, load_model
+
+        module, ckpt = load_model(path)
+        arch = ckpt.get("arch") if isinstance(ckpt.get("arch"), dict) else infer_arch(extract_state_dict(ckpt)[0])
+        fam = family or (arch or {}).get("family")
+        be = B.TorchBackend(module, channels_last=backend == "torch_cl", threads=threads)
+        return OpenedModel(path, _check_family(fam, path), be, module=module, extra={"arch": arch})
+    if suffix == ".onnx":
+        backend = backend or "onnxruntime"
+        if backend == "onnxruntime":
+            be: Any = B.OnnxBackend(path, threads=threads)
+        elif backend in ("openvino_f32", "openvino"):
+            be = B.OpenVinoBackend(path, precision="f32" if backend == "openvino_f32" else "default",
+                                   threads=threads)
+        else:
+            raise SystemExit(f"error: backend {backend!r} cannot run an ONNX file (use onnxruntime or openvino)")
+    elif suffix == ".xml":
+        backend = backend or "openvino_f32"
+        if backend not in ("openvino_f32", "openvino"):
+            raise SystemExit(f"error: backend {backend!r} cannot run an OpenVINO IR (use openvino_f32 or openvino)")
+        be = B.OpenVinoBackend(path, precision="f32" if backend == "openvino_f32" else "default", threads=threads)
+    else:
+        raise PoseDataError(path, f"unknown model file type {suffix!r} (expected .pt, .onnx or .xml)")
+    fam = family or family_from_output_names(be.output_names)
+    raw = suffix == ".xml" and _ov_takes_raw_pixels(be)
+    return OpenedModel(path, _check_family(fam, path), be, input_shape=_static_shape(be), raw_pixels=raw)
+
+
+def _check_family(fam: str | None, path: Path) -> str:
+    if fam is None:
+        raise PoseDataError(path, "cannot tell the model family; pass --family hourglass|openpose", field="family")
+    if fam not in FAMILIES:
+        raise PoseDataError(path, f"unknown model family {fam!r} (expected one of {FAMILIES})", field="family")
+    return fam
+
+
+def _input_res(model: OpenedModel, requested: int | None) -> int:
+    if model.input_shape is not None:
+        res = int(model.input_shape[-1])
+        if requested not in (None, res):
+            raise SystemExit(f"error: {model.path} takes {res}×{res} inputs, not --input-res {requested}")
+        return res
+    return int(requested or 256)
+
+
+# ======================================================================================================== predict
+def predict_single(runner: Runner, image: np.ndarray, center: Sequence[float], box_size: float, input_res: int,
+                   flip_test: bool = False) -> np.ndarray:
+    """16 MPII keypoints ``(16, 3)`` [x, y, heatmap max] in image pixels for the square crop of ``box_size``
+    source pixels around ``center`` (the crop and decoding of :mod:`pose.predict.single_person`)."""
+    import cv2
+
+    from pose.codecs.heatmap import decode_heatmaps
+    from pose.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
+    from pose.predict.single_person import MPII_MEAN_RGB, predict_heatmaps
+
+    M = crop_matrix(center, box_size, 0.0, (input_res, input_res))
+    crop = cv2.cvtColor(warp_image(image, M, (input_res, input_res)), cv2.COLOR_BGR2RGB)
+    x = (crop.astype(np.float32) / 255.0 - np.asarray(MPII_MEAN_RGB, np.float32)).transpose(2, 0, 1)[None]
+    heatmaps = predict_heatmaps(runner, np.ascontiguousarray(x), flip_test)
+    coords, maxvals = decode_heatmaps(heatmaps)
+    h, w = heatmaps.shape[2:]
+    back = invert_affine(crop_matrix(center, box_size, 0.0, (w, h)))
+    return np.concatenate([apply_affine(coords[0].astype(np.float64), back), maxvals[0, :, None]], axis=1)
+
+
+def _crop_of(image: np.ndarray, center: Sequence[float] | None, scale: float | None) -> tuple[np.ndarray, float]:
+    """Centre and box size: the whole image by default, or MPII ``objpos``/``scale`` semantics (the evaluation
+    crop: centre moved down 15·s, box 200·1.25·s) when given."""
+    from pose.predict.single_person import BOX_PER_SCALE, crop_center_scale
+
+    h, w = image.shape[:2]
+    if scale is None:
+        c = np.array([(w - 1) / 2.0, (h - 1) / 2.0]) if center is None else np.asarray(center, np.float64)
+        return c, float(max(w, h))
+    c0 = [(w - 1) / 2.0, (h - 1) / 2.0] if center is None else list(center)
+    cs, ss = crop_center_scale([{"objpos": [c0[0] + 1.0, c0[1] + 1.0], "scale_provided": float(scale)}])
+    return cs[0], float(BOX_PER_SCALE * ss[0])
+
+
+def _frames(source: Path) -> tuple[str, Iterator[tuple[str | int, str, np.ndarray]], int, float, tuple[int, int]]:
+    """``(kind, iterator of (image_id, name, BGR image), count, fps, frame size)`` for an image, folder or video.
+
+    ``image_id`` is the file stem (an int when it is all digits, as COCO ids are) or the frame index."""
+    import cv2
+
+    from pose.io import read_image
+
+    def image_id(p: Path) -> str | int:
+        return int(p.stem) if p.stem.isdigit() else p.stem
+
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise PoseDataError(source, f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+        return "images", ((image_id(p), p.stem, read_image(p)) for p in files), len(files), 0.0, (0, 0)
+    if not source.exists():
+        raise PoseDataError(source, "input does not exist")
+    if source.suffix.lower() in VIDEO_SUFFIXES:
+        cap = cv2.VideoCapture(str(source))
+        if not cap.isOpened():
+            raise PoseDataError(source, "OpenCV cannot open the video")
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) or 15.0
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+        def gen() -> Iterator[tuple[int, str, np.ndarray]]:
+            i = 0
+            try:
+                while True:
+                    ok, frame = cap.read()
+                    if not ok:
+                        return
+                    yield i, str(i), frame
+                    i += 1
+            finally:
+                cap.release()
+
+        return "video", gen(), count, fps, size
+    return "images", iter([(image_id(source), source.stem, read_image(source))]), 1, 0.0, (0, 0)
+
+
+class _VideoOut:
+    """A VideoWriter into a hidden sibling file, renamed into place on :meth:`close` (atomic like pose.io)."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        import cv2
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.tmp = path, path.with_name(f".{path.stem}.partial{path.suffix}")
+        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
+        self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, size)
+        if not self.writer.isOpened():
+            raise PoseDataError(path, "OpenCV cannot write a video here (codec or extension not supported)")
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        self.writer.write(frame)
+        self.frames += 1
+
+    def close(self, ok: bool) -> None:
+        self.writer.release()
+        if ok:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _draw(image: np.ndarray, keypoints: np.ndarray, skeleton: Any, threshold: float,
+          track_id: int | None = None) -> np.ndarray:
+    import cv2
+
+    from pose.visualize import draw_skeleton
+
+    out = draw_skeleton(image, keypoints, skeleton, threshold=threshold)
+    if track_id is not None:
+        found = keypoints[:, 0] >= 0
+        if found.any():
+            x, y = keypoints[found, 0].min(), keypoints[found, 1].min()
+            cv2.putText(out, f"id {track_id}", (int(x), max(10, int(y) - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (0, 0, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pose.skeletons import MPII16, OPENPOSE18
+    from pose.tracking import OneEuroFilter, PoseTracker
+
+    model = open_model(args.model, args.family, args.backend, args.threads)
+    source, out_dir = Path(args.source), Path(args.out)
+    kind, frames, count, fps, size = _frames(source)
+    is_video = kind == "video"
+    euro = {"freq": args.smooth_freq, "mincutoff": args.smooth_mincutoff, "beta": args.smooth_beta}
+    results: list[dict] = []
+    video = _VideoOut(out_dir / f"{source.stem}_pose{args.video_ext}", fps, size) if is_video else None
+    ok = False
+    try:
+        if model.family == "openpose":
+            from pose.evaluation.coco_ap import poses_to_coco_results
+            from pose.predict.multi_person import MultiPersonPredictor
+
+            predictor = MultiPersonPredictor.demo(model.runner, base_height=args.height)
+            tracker = PoseTracker(OPENPOSE18, smooth=args.smooth, **euro) if (args.track or args.smooth) else None
+        else:
+            res = _input_res(model, args.input_res)
+            smoother = OneEuroFilter((MPII16.num_keypoints, 2), **euro) if args.smooth else None
+        threshold = args.draw_threshold if args.draw_threshold is not None else (
+            0.0 if model.family == "openpose" else -np.inf)
+        for image_id, name, image in tqdm(frames, total=count or None, desc="predict", unit="frame" if is_video else "img",
+                                    disable=count <= 1 or args.quiet):
+            drawn = image
+            if model.family == "openpose":
+                poses = predictor(image)
+                ids: list[int | None] = [None] * len(poses)
+                if tracker is not None:
+                    poses = tracker.update(poses)
+                    ids = [p.id for p in poses] if args.track else ids
+                for pose, pid in zip(poses, ids):
+                    r = poses_to_coco_results(0, [pose])[0]
+                    r["image_id"] = image_id
+                    if pid is not None:
+                        r["track_id"] = int(pid)
+                    results.append(r)
+                    drawn = _draw(drawn, pose.keypoints, OPENPOSE18, threshold, pid)
+            else:
+                center, box = _crop_of(image, args.center, args.scale)
+                kp = predict_single(model.runner, image, center, box, res, args.flip)
+                if smoother is not None:
+                    kp[:, :2] = smoother(kp[:, :2])
+                results.append({"image_id": image_id, "keypoints": [float(v) for v in kp.ravel()],
+                                "score": float(kp[:, 2].mean()), "skeleton": MPII16.name})
+                drawn = _draw(image, kp, MPII16, threshold)
+            if video is not None:
+                video.write(drawn)
+            elif not args.no_images:
+                from pose.io import write_image
+
+                write_image(out_dir / f"{name}_pose.jpg", drawn)
+        ok = True
+    finally:
+        if video is not None:
+            video.close(ok)
+    json_path = Path(args.json) if args.json else out_dir / f"{source.stem}_predictions.json"
+    write_json(json_path, results)
+    written = video.path if video is not None else out_dir
+    n_items = video.frames if video is not None else count
+    print(f"pose predict: {model.family} model ({model.backend.name}) on {n_items} "
+          f"{'frames' if is_video else 'images'}: {len(results)} poses → {json_path}; drawings → {written}")
+    return 0
+
+
+# ======================================================================================================== export
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must be N,C,H,W integers, got {text!r}") from None
+    if len(shape) != 4 or shape[1] != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"input shape must be N,3,H,W, got {text!r}")
+    return shape
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pose import export
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.no_verify:
+        metrics = _export_unverified(args.checkpoint, args.out, args.family, args.input_shape)
+    else:
+        metrics = export.export_model(args.checkpoint, args.out, family=args.family, input_shape=args.input_shape,
+                                      atol=args.atol, latency_runs=args.latency_runs, threads=args.threads)
+    files = metrics["files"]
+    print(f"pose export: {metrics['family']} {tuple(metrics['input_shape'])} → {files['onnx']}, "
+          f"{files['openvino_xml']}")
+    for name, diff in metrics.get("max_abs_diff", {}).items():
+        status = "ok" if metrics["parity"][name]["passed"] else "(reported only)"
+        print(f"  parity {name:<17} max |Δ| = {diff:.3g} {status}")
+    for name, lat in metrics.get("latency_ms", {}).items():
+        print(f"  latency {name:<20} median {lat['median_ms']:.2f} ms")
+    if args.json:
+        write_json(args.json, metrics, indent=2)
+    return 0
+
+
+def _export_unverified(checkpoint: str, out_dir: str, family: str | None, input_shape: tuple | None) -> dict:
+    """``--no-verify``: the two writers of :mod:`pose.export`, without parity checks or timing."""
+    from pose import export
+    from pose.backends import TorchBackend
+
+    model = open_model(checkpoint, family)
+    spec = export.FAMILY_DEFAULTS[model.family]
+    shape = tuple(input_shape or spec["input_shape"])
+    input_name, names = export.io_names(model.family, len(TorchBackend(model.module)(np.zeros(shape, np.float32))))
+    onnx_path, xml_path = Path(out_dir) / "model.onnx", Path(out_dir) / "model.xml"
+    export.export_onnx(model.module, onnx_path, shape, input_name, names, dynamic_hw=spec["dynamic_hw"])
+    export.export_openvino(onnx_path, xml_path, mean=spec["mean"], scale=spec["scale"])
+    return {"family": model.family, "input_shape": list(shape), "output_names": names, "verified": False,
+            "files": {"onnx": str(onnx_path), "openvino_xml": str(xml_path),
+                      "openvino_bin": str(xml_path.with_suffix(".bin"))}}
+
+
+# ======================================================================================================== bench
+def _bench_backends(model_path: Path, family: str | None, names: Sequence[str], threads: int | None,
+                    input_shape: tuple | None, workdir: Path) -> tuple[str, list[tuple[str, Any]], list[str]]:
+    """Open every requested backend for ``model_path``; a checkpoint is exported once (verified) for the
+    ONNX/OpenVINO ones. Returns ``(family, [(name, backend)], skipped notes)``."""
+    suffix = model_path.suffix.lower()
+    opened: list[tuple[str, Any]] = []
+    skipped: list[str] = []
+    fam = family
+    exported: dict[str, Path] = {}
+    if suffix in (".pt", ".pth") and any(n not in ("torch", "torch_cl") for n in names):
+        from pose.export import export_model
+
+        m = export_model(model_path, workdir, family=family, input_shape=input_shape, latency_runs=0,
+                         threads=threads)
+        exported = {"onnx": Path(m["files"]["onnx"]), "xml": Path(m["files"]["openvino_xml"])}
+    for name in names:
+        if name in ("torch", "torch_cl"):
+            if suffix not in (".pt", ".pth"):
+                skipped.append(f"{name}: needs a checkpoint (.pt)")
+                continue
+            m = open_model(model_path, family, name, threads)
+        elif name == "onnxruntime":
+            src = exported.get("onnx", model_path)
+            if src.suffix != ".onnx":
+                skipped.append(f"{name}: needs an ONNX file")
+                continue
+            m = open_model(src, family, name, threads)
+        else:
+            src = exported.get("xml", model_path)
+            m = open_model(src, family, name, threads)
+        fam = fam or m.family
+        opened.append((name, m.backend))
+    return fam or "unknown", opened, skipped
+
+
+def _precision(name: str, backend: Any) -> str:
+    if name == "openvino":
+        return str(getattr(backend, "inference_precision", "default"))
+    return "f32"
+
+
+def format_bench_table(rows: Sequence[dict]) -> str:
+    head = f"{'backend':<14} {'precision':<9} {'median ms':>10} {'p10 ms':>9} {'p90 ms':>9} {'mean ms':>9} {'img/s':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['backend']:<14} {r['precision']:<9} {r['median_ms']:>10.2f} {r['p10_ms']:>9.2f} "
+                     f"{r['p90_ms']:>9.2f} {r['mean_ms']:>9.2f} {r['throughput_per_s']:>8.1f}")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pose.export import FAMILY_DEFAULTS, measure_latency
+
+    names = [n.strip() for n in args.backends.split(",") if n.strip()]
+    bad = [n for n in names if n not in BACKENDS]
+    if bad:
+        raise SystemExit(f"error: unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
+    model_path = Path(args.model)
+    with tempfile.TemporaryDirectory(prefix="pose-bench-") as tmp:
+        family, opened, skipped = _bench_backends(model_path, args.family, names, args.threads, args.input_shape,
+                                                  Path(tmp))
+        shape = tuple(args.input_shape or FAMILY_DEFAULTS.get(family, {}).get("input_shape", (1, 3, 256, 256)))
+        rows = []
+        for name, be in opened:
+            lat = measure_latency(be, shape, warmup=args.warmup, runs=args.runs)
+            rows.append({"backend": name, "precision": _precision(name, be), **lat})
+    print(f"pose bench: {model_path} ({family}), input {shape}, {args.runs} runs after {args.warmup} warm-up")
+    print(format_bench_table(rows))
+    for note in skipped:
+        print(f"  skipped {note}")
+    if args.json:
+        write_json(args.json, {"model": str(model_path), "family": family, "input_shape": list(shape),
+                               "warmup": args.warmup, "runs": args.runs, "results": rows, "skipped": skipped},
+                   indent=2)
+    return 0
+
+
+# ======================================================================================================== eval
+def _first_existing(*paths: Path) -> Path | None:
+    return next((p for p in paths if p.exists()), None)
+
+
+def _eval_hourglass(model: OpenedModel, args: argparse.Namespace) -> tuple[dict, str]:
+    from pose.data.mpii import load_mpii_annotations, read_protocol_gt, split_index
+    from pose.evaluation.pckh import format_table, pckh
+    from pose.predict.single_person import predict_mpii
+
+    dataset = Path(args.dataset)
+    records = load_mpii_annotations(dataset)
+    _, val_idx = split_index(records)
+    if len(val_idx) < len(records):  # a full annotation file: its val records, in file order
+        records = [records[i] for i in val_idx]
+    images = Path(args.images) if args.images else _first_existing(dataset.parent / "images")
+    gt_path = Path(args.gt) if args.gt else _first_existing(dataset.parent / "gt_val.mat",
+                                                            dataset.parent / "detections_our_format.mat")
+    if images is None:
+        raise SystemExit(f"error: no images folder beside {dataset}; pass --images DIR")
+    if gt_path is None:
+        raise SystemExit(f"error: no gt_val.mat / detections_our_format.mat beside {dataset}; pass --gt FILE")
+    gt = read_protocol_gt(gt_path)
+    if gt.joints.shape[0] != len(records):
+        raise PoseDataError(gt_path, f"{gt.joints.shape[0]} people in the protocol file but {len(records)} val "
+                                     f"records in {dataset}", field="pos_gt_src")
+    preds = predict_mpii(model.runner, records, images, _input_res(model, args.input_res), flip_test=args.flip,
+                         batch_size=args.batch_size, progress=not args.quiet)
+    result = pckh(preds, gt)
+    if args.preds_mat:
+        from pose.data.mpii import write_preds_mat
+
+        write_preds_mat(args.preds_mat, preds)
+    return result, format_table({model.path.name: result}) + f"\n({result['protocol']})"
+
+
+def _eval_openpose(model: OpenedModel, args: argparse.Namespace) -> tuple[dict, str]:
+    from pose.evaluation.coco_ap import METRIC_NAMES, evaluate_predictor
+    from pose.predict.multi_person import MultiPersonPredictor
+
+    dataset = Path(args.dataset)
+    split = dataset.stem.split("_")[-1]  # person_keypoints_val2017 → val2017
+    images = Path(args.images) if args.images else _first_existing(dataset.parent.parent / split,
+                                                                   dataset.parent / "images")
+    if images is None:
+        raise SystemExit(f"error: no images folder found for {dataset}; pass --images DIR")
+    make = MultiPersonPredictor.demo if args.mode == "demo" else MultiPersonPredictor.validation
+    metrics, results = evaluate_predictor(make(model.runner), dataset, images, progress=not args.quiet)
+    if args.results:
+        write_json(args.results, results)
+    head = "  ".join(f"{n:>6}" for n in METRIC_NAMES)
+    row = "  ".join(f"{100 * metrics[n]:6.2f}" if metrics[n] >= 0 else f"{'-':>6}" for n in METRIC_NAMES)
+    return {**metrics, "num_results": len(results)}, f"{head}\n{row}\n(COCO keypoints AP, percent)"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    model = open_model(args.model, args.family, args.backend, args.threads)
+    result, table = (_eval_hourglass if model.family == "hourglass" else _eval_openpose)(model, args)
+    print(f"pose eval: {model.path} ({model.family}, {model.backend.name}) on {args.dataset}")
+    print(table)
+    if args.json:
+        write_json(args.json, {"model": str(model.path), "family": model.family, "dataset": str(args.dataset),
+                               "backend": model.backend.name, "metrics": result}, indent=2)
+    return 0
+
+
+# ======================================================================================================== parser
+def _add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    p.add_argument("--family", choices=FAMILIES, help="model family (default: from the checkpoint or output names)")
+    if backend:
+        p.add_argument("--backend", choices=BACKENDS,
+                       help="runtime (default: torch for .pt, onnxruntime for .onnx, openvino_f32 for .xml; "
+                            "'openvino' = OpenVINO's default precision, bf16 where the CPU has it)")
+    p.add_argument("--threads", type=int, help="intra-op threads of the runtime")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pose", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,export,bench,eval}")
+
+    p = sub.add_parser("predict", help="poses on an image, a folder of images or a video",
+                       description="Predict poses; write drawn images (or a video) and a JSON of the results.")
+    p.add_argument("source", help="image file, folder of images, or video file")
+    p.add_argument("--model", required=True, help="checkpoint (.pt), ONNX (.onnx) or OpenVINO IR (.xml)")
+    _add_model_args(p)
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--json", help="results JSON path (default: OUT/<source stem>_predictions.json)")
+    p.add_argument("--track", action="store_true", help="video: assign person ids across frames (openpose)")
+    p.add_argument("--smooth", action="store_true", help="video: One Euro smoothing of the keypoints")
+    p.add_argument("--smooth-freq", type=float, default=15.0, help="One Euro frequency (default 15)")
+    p.add_argument("--smooth-mincutoff", type=float, default=1.0, help="One Euro min cutoff (default 1)")
+    p.add_argument("--smooth-beta", type=float, default=0.05, help="One Euro beta (default 0.05)")
+    p.add_argument("--height", type=int, default=256, help="openpose: network input height (demo path, 256)")
+    p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else 256)")
+    p.add_argument("--center", type=float, nargs=2, metavar=("X", "Y"),
+                   help="hourglass: person centre in pixels (default: image centre)")
+    p.add_argument("--scale", type=float,
+                   help="hourglass: MPII scale (person height / 200 px); default: the whole image is the crop")
+    p.add_argument("--flip", action="store_true", help="hourglass: flip test")
+    p.add_argument("--draw-threshold", type=float, help="draw keypoints whose score exceeds this")
+    p.add_argument("--video-ext", default=".mp4", choices=(".mp4", ".avi"), help="video output container")
+    p.add_argument("--no-images", action="store_true", help="write only the JSON for image inputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="checkpoint → ONNX + OpenVINO IR, verified against torch",
+                       description="Export with pose.export.export_model (the function the export stages call).")
+    p.add_argument("checkpoint", help="model checkpoint (.pt)")
+    p.add_argument("--out", required=True, help="output folder (model.onnx, model.xml, model.bin)")
+    p.add_argument("--input-shape", type=_parse_shape, help="N,3,H,W (default: 1,3,256,256 hourglass, "
+                                                            "1,3,256,456 openpose)")
+    p.add_argument("--family", choices=FAMILIES, help="model family (default: from the checkpoint)")
+    p.add_argument("--no-verify", action="store_true", help="skip the parity checks")
+    p.add_argument("--atol", type=float, default=1e-4, help="parity bound, max abs difference (default 1e-4)")
+    p.add_argument("--latency-runs", type=int, default=0, help="also time each backend (default 0: no timing)")
+    p.add_argument("--threads", type=int, help="intra-op threads")
+    p.add_argument("--json", help="write the export metrics here")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="latency / throughput per backend and precision",
+                       description="Benchmark a model on each backend (warm-up, then median and p10/p90). A "
+                                   "checkpoint is exported (and verified) to a temporary folder for the ONNX / "
+                                   "OpenVINO backends.")
+    p.add_argument("model", help="checkpoint (.pt), ONNX (.onnx) or OpenVINO IR (.xml)")
+    p.add_argument("--input-shape", type=_parse_shape, help="N,3,H,W (default: the family's export shape)")
+    p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated (default: {','.join(BACKENDS)})")
+    p.add_argument("--runs", type=int, default=20, help="timed runs (default 20)")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up runs (default 5)")
+    p.add_argument("--json", help="write the results here")
+    _add_model_args(p, backend=False)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="PCKh (hourglass, MPII) or COCO AP (openpose) of a model",
+                       description="Hourglass: MPII annotation file or prepared val.json + images + protocol .mat "
+                                   "→ PCKh@0.5. OpenPose: COCO keypoints json + images → COCO AP.")
+    p.add_argument("model", help="checkpoint (.pt), ONNX (.onnx) or OpenVINO IR (.xml)")
+    p.add_argument("--dataset", required=True, help="MPII records json (hourglass) or COCO keypoints json")
+    p.add_argument("--images", help="image folder (default: guessed beside the dataset file)")
+    p.add_argument("--gt", help="hourglass: protocol .mat (default: gt_val.mat / detections_our_format.mat beside "
+                                "the dataset)")
+    p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else 256)")
+    p.add_argument("--flip", action="store_true", help="hourglass: flip test")
+    p.add_argument("--batch-size", type=int, default=16, help="hourglass: batch size")
+    p.add_argument("--preds-mat", help="hourglass: also write the predictions .mat (1-based)")
+    p.add_argument("--mode", choices=("val", "demo"), default="val",
+                   help="openpose: LWOP val path (height 368, maps ×8) or demo path (256, ×4)")
+    p.add_argument("--results", help="openpose: also write the COCO results json")
+    p.add_argument("--json", help="write the metrics here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pose`` script; returns the exit status (bad input: message on stderr, status 1)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (PoseDataError, FileNotFoundError) as e:
+        print(f"pose {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
