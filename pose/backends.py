@@ -1,0 +1,230 @@
+"""One callable protocol over torch, onnxruntime and OpenVINO.
+
+Every backend takes a float32 ``N×3×H×W`` numpy array and returns the model outputs as a list of float32 numpy
+arrays, in the model's output order; ``output_names`` names them and ``name`` says which runtime it is (used as a
+key in export metrics and benchmark tables). Prediction, export verification and the latency benchmark all speak
+this protocol, so a model can be swapped for its ONNX file or OpenVINO IR without touching the caller.
+
+Thread counts: ``threads`` pins the intra-op thread count of the runtime. For torch that is the process-wide
+``torch.set_num_threads`` (torch has no per-module setting), for onnxruntime and OpenVINO it is per session.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from pose.io import PoseDataError
+
+__all__ = [
+    "Backend", "TorchBackend", "OnnxBackend", "OpenVinoBackend", "open_backend", "load_torch_model",
+]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every inference backend provides."""
+
+    name: str
+
+    @property
+    def output_names(self) -> list[str]: ...
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]: ...
+
+
+def _check_input(x: np.ndarray) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
+        shape = getattr(x, "shape", None)
+        raise ValueError(f"backend input must be a numpy array N×3×H×W, got {type(x).__name__} {shape}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _as_list(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)):
+        return list(out)
+    raise TypeError(f"model returned {type(out).__name__}; expected a Tensor or a list/tuple of Tensors")
+
+
+class TorchBackend:
+    """Eager PyTorch on CPU, in eval mode under ``torch.inference_mode``.
+
+    ``channels_last=True`` runs a private copy of the model with NHWC weights and feeds NHWC inputs (oneDNN
+    convolutions avoid reorders that way); the caller's model is not modified.
+    """
+
+    def __init__(self, model: nn.Module, channels_last: bool = False, threads: int | None = None,
+                 output_names: Sequence[str] | None = None):
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        if channels_last:
+            model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        self.model = model.eval()
+        self.channels_last = channels_last
+        self.name = "torch_channels_last" if channels_last else "torch"
+        self._names = list(output_names) if output_names is not None else None
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names given at construction, else ``output_<i>`` (known after the first call)."""
+        return list(self._names) if self._names is not None else []
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        t = torch.from_numpy(_check_input(x))
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            outs = _as_list(self.model(t))
+        result = [o.detach().float().contiguous().numpy() for o in outs]
+        if self._names is None:
+            self._names = [f"output_{i}" for i in range(len(result))]
+        elif len(self._names) != len(result):
+            raise ValueError(f"model returned {len(result)} outputs but {len(self._names)} names were given")
+        return result
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise PoseDataError(path, f"{what} file does not exist")
+
+
+class OnnxBackend:
+    """onnxruntime ``InferenceSession`` on the CPU execution provider."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        _require_file(self.path, "ONNX model")
+        opts = ort.SessionOptions()
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise PoseDataError(self.path, f"onnxruntime cannot load the model ({type(e).__name__}: {e})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise PoseDataError(self.path, f"expected one model input, found {len(inputs)}", field="inputs")
+        self.input_name = inputs[0].name
+        self._names = [o.name for o in self.session.get_outputs()]
+        self.name = "onnxruntime"
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._names)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        outs = self.session.run(self._names, {self.input_name: _check_input(x)})
+        return [np.asarray(o, dtype=np.float32) for o in outs]
+
+
+class OpenVinoBackend:
+    """OpenVINO on CPU from an IR (.xml + .bin) or directly from an .onnx file.
+
+    ``precision='f32'`` sets ``INFERENCE_PRECISION_HINT=f32``: without it OpenVINO runs bf16 on CPUs that support
+    it (AVX512-BF16 / AMX), which differs from torch by ~1e-3 and so fails any equality check. ``'default'`` keeps
+    OpenVINO's choice (the fastest). A model with dynamic height/width is reshaped to each new input shape and
+    compiled once per shape (static shapes let the CPU plugin pick its fastest kernels).
+    """
+
+    PRECISIONS = ("f32", "default")
+
+    def __init__(self, path: str | os.PathLike, precision: str = "f32", threads: int | None = None):
+        import openvino as ov
+
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"precision must be one of {self.PRECISIONS}, got {precision!r}")
+        self.path = Path(path)
+        _require_file(self.path, "OpenVINO model")
+        if self.path.suffix == ".xml":
+            _require_file(self.path.with_suffix(".bin"), "OpenVINO weights")
+        self.core = ov.Core()
+        try:
+            self.model = self.core.read_model(str(self.path))
+        except Exception as e:
+            raise PoseDataError(self.path, f"OpenVINO cannot read the model ({type(e).__name__}: {e})") from None
+        if len(self.model.inputs) != 1:
+            raise PoseDataError(self.path, f"expected one model input, found {len(self.model.inputs)}",
+                                field="inputs")
+        self.config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if precision == "f32":
+            self.config["INFERENCE_PRECISION_HINT"] = "f32"
+        if threads is not None:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.precision = precision
+        self.name = "openvino_f32" if precision == "f32" else "openvino_default"
+        self._names = [o.get_any_name() for o in self.model.outputs]
+        self._dynamic = self.model.inputs[0].get_partial_shape().is_dynamic
+        self._requests: dict[tuple[int, ...], Any] = {}
+        if not self._dynamic:
+            self._requests[tuple(self.model.inputs[0].get_shape())] = self._compile(self.model)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._names)
+
+    @property
+    def inference_precision(self) -> str:
+        """The precision the CPU plugin actually chose for the last compiled shape (e.g. 'f32', 'bf16')."""
+        if not self._requests:
+            return "not compiled"
+        req = next(reversed(self._requests.values()))
+        hint = req.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+        return hint.to_string() if hasattr(hint, "to_string") else str(hint)
+
+    def _compile(self, model: Any) -> Any:
+        return self.core.compile_model(model, "CPU", self.config).create_infer_request()
+
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        req = self._requests.get(shape)
+        if req is None:
+            if not self._dynamic:
+                expected = next(iter(self._requests))
+                raise ValueError(f"{self.path}: model input is static {expected}, got {shape}")
+            model = self.model.clone()
+            model.reshape({0: list(shape)})
+            req = self._requests[shape] = self._compile(model)
+        return req
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        x = _check_input(x)
+        req = self._request(tuple(x.shape))
+        req.infer({0: x})
+        return [np.array(req.get_output_tensor(i).data, dtype=np.float32, copy=True)
+                for i in range(len(self._names))]
+
+
+def load_torch_model(path: str | os.PathLike) -> nn.Module:
+    """A model in eval mode from a checkpoint file (ours, or a reference layout ``pose.checkpoint`` recognises)."""
+    from pose.checkpoint import load_model
+
+    model, _ = load_model(path)
+    return model
+
+
+def open_backend(path: str | os.PathLike, **kw: Any) -> Backend:
+    """Open a model file with the backend its suffix implies: .pt → torch, .onnx → onnxruntime, .xml → OpenVINO.
+
+    Keyword arguments go to the backend's constructor (``threads`` is accepted by all three, ``channels_last`` by
+    torch, ``precision`` by OpenVINO). To run an .onnx file with OpenVINO, construct ``OpenVinoBackend`` directly.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        return TorchBackend(load_torch_model(path), **kw)
+    if suffix == ".onnx":
+        return OnnxBackend(path, **kw)
+    if suffix == ".xml":
+        return OpenVinoBackend(path, **kw)
+    raise PoseDataError(path, f"unknown model file type {suffix!r} (expected .pt, .onnx or .xml)")
