@@ -220,7 +220,8 @@ def test_measure_latency_statistics():
     be = Sleepy()
     lat = measure_latency(be, (2, 3, 4, 4), warmup=2, runs=7)
     assert be.calls == 9 and lat["runs"] == 7
-    assert 2.0 <= lat["p10_ms"] <= lat["median_ms"] <= lat["p90_ms"] < 100.0
+    # each run sleeps 2 ms, so no statistic can be below that (no upper bound: a loaded machine is slow)
+    assert 2.0 <= lat["p10_ms"] <= lat["median_ms"] <= lat["p90_ms"]
     assert lat["throughput_per_s"] == pytest.approx(2e3 / lat["median_ms"])
     with pytest.raises(ValueError):
         measure_latency(be, (1, 3, 4, 4), runs=0)
