@@ -206,3 +206,24 @@ def test_amp_on_cpu_when_asked_and_progress_bar(monkeypatch, capsys):
         assert low.losses != ref.losses and low.losses == pytest.approx(ref.losses, rel=2e-2)
     err = capsys.readouterr().err
     assert "epoch 1/1" in err and "loss=" in err and "lr=" in err
+
+
+def test_datasets_get_their_epoch_also_when_wrapped():
+    """Augmentation seeded by (seed, epoch, index) must change every epoch: the trainer calls set_epoch on the
+    training set and on the datasets a ConcatDataset wraps (the FPD student with unlabelled images)."""
+    from torch.utils.data import ConcatDataset
+
+    from pose.engine import Trainer
+
+    class EpochAware(tiny.NoisyDataset):
+        def __init__(self):
+            super().__init__(n=8)
+            self.epochs: list[int] = []
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epochs.append(epoch)
+
+    a, b = EpochAware(), EpochAware()
+    cfg = TrainConfig(epochs=3, batch_size=4, progress=False, optimizer={"name": "sgd", "lr": 0.01})
+    Trainer(tiny.make_model(), ConcatDataset([a, b]), tiny.StepFn(), cfg).fit()
+    assert a.epochs == [0, 1, 2] and b.epochs == [0, 1, 2]

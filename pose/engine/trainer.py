@@ -131,6 +131,16 @@ def _sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank, position]).generate_state(1)[0])
 
 
+def _set_dataset_epoch(dataset: Any, epoch: int) -> None:
+    """Call ``set_epoch`` on a dataset and on every dataset it wraps (ConcatDataset, Subset)."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    for child in getattr(dataset, "datasets", ()):
+        _set_dataset_epoch(child, epoch)
+    if hasattr(dataset, "dataset"):
+        _set_dataset_epoch(dataset.dataset, epoch)
+
+
 def _worker_init(worker_id: int) -> None:
     """Seed numpy / random in a loader worker from its torch seed (base seed of the loader generator + id)."""
     s = torch.initial_seed() % 2**32
@@ -315,6 +325,7 @@ class Trainer:
         cfg = self.config
         if hasattr(base, "set_epoch"):
             base.set_epoch(epoch)
+        _set_dataset_epoch(self.train_set, epoch)  # new, reproducible augmentations every epoch
         # the loader generator only fixes the workers' base seed (numpy / random in workers, see _worker_init)
         gen = torch.Generator().manual_seed(_sample_seed(cfg.seed, epoch, ctx.rank, 2**31))
         return DataLoader(_SeededDataset(self.train_set), batch_size=cfg.batch_size,

@@ -1,0 +1,200 @@
+"""Lightweight OpenPose recipe: the three training steps, partial loading, evaluation files, pose comparison."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch.utils.data import default_collate
+
+from pose.checkpoint import load_checkpoint
+from pose.data import coco, synthetic
+from pose.io import PoseDataError
+from pose.losses import openpose_masked_l2
+from pose.models import build_model
+from pose.predict.multi_person import Pose
+from pose.recipes import openpose as R
+
+ROOT = Path(__file__).resolve().parents[1]
+INPUT = 64
+
+
+def tiny_profile(epochs: int = 1) -> dict:
+    return {
+        "data": {"input_size": INPUT, "stride": 8, "sigma": 7, "paf_thickness": 1},
+        "train": {"batch_size": 2, "optimizer": {"name": "adam", "lr": 1e-4, "weight_decay": 5e-4,
+                                                 "param_groups": "openpose"},
+                  "scheduler": {"name": "multistep", "gamma": 0.333}, "checkpoint_every": 0, "progress": False,
+                  "num_workers": 0, "seed": 0, "device": "cpu"},
+        "steps": {"step1": {"num_refinement_stages": 1, "epochs": epochs, "max_steps": 1, "milestones": [1]},
+                  "step2": {"num_refinement_stages": 1, "epochs": epochs, "max_steps": 1, "milestones": [1]},
+                  "step3": {"num_refinement_stages": 3, "epochs": epochs, "max_steps": 1, "milestones": [1]}},
+        "eval": {"base_height": INPUT, "scales": [1.0]},
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_coco(tmp_path_factory) -> dict:
+    torch.set_num_threads(2)
+    tmp = tmp_path_factory.mktemp("opcoco")
+    cfg = synthetic.SampleConfig(seed=5, coco_train_images=6, coco_val_images=3, coco_image_size=(256, 192),
+                                 max_people=3, crowd_fraction=0.3, mpii_train_people=0, mpii_val_people=0,
+                                 unlabeled_images=0, contact_sheet=None)
+    synthetic.generate_sample(tmp / "s", cfg)
+    root = tmp / "s" / "coco"
+    labels = tmp / "train_labels.json"
+    coco.prepare_train_labels(root / "annotations/person_keypoints_train2017.json", root / "train2017", labels, 368)
+    val = tmp / "val_subset.json"
+    coco.make_val_subset(root / "annotations/person_keypoints_val2017.json", 250, 0, val)
+    return {"tmp": tmp, "labels": labels, "train_images": root / "train2017", "val": val,
+            "val_images": root / "val2017"}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_coco) -> dict:
+    """The three steps, one optimizer step each, chained as the pipeline chains them."""
+    prof, tmp, out = tiny_profile(), tiny_coco["tmp"], {}
+    init = None
+    for step in R.STEPS:
+        path = tmp / f"models/openpose_{step}/model.pt"
+        out[step] = R.train_step(prof, step, tiny_coco["labels"], tiny_coco["train_images"], path,
+                                 run_dir=tmp / f"runs/openpose_{step}", init_weights=init)
+        out[step]["path"] = path
+        init = path
+    return out
+
+
+def test_step_fn_loss_is_masked_l2_over_all_stages(tiny_coco):
+    ds = R.build_train_set(tiny_coco["labels"], tiny_coco["train_images"], tiny_profile()["data"])
+    batch = default_collate([ds[0], ds[1]])
+    assert batch["image"].shape == (2, 3, INPUT, INPUT) and batch["pafs"].shape == (2, 38, 8, 8)
+    batch["mask"][0, 0, :3] = 0.0                      # a masked region must not count
+    torch.manual_seed(0)
+    model = build_model({"family": "openpose", "num_refinement_stages": 1}).eval()
+    loss, parts = R.openpose_step_fn(model, batch)
+    with torch.no_grad():
+        outs = model(batch["image"])
+        expected, _ = openpose_masked_l2(outs, batch["heatmaps"], batch["pafs"], batch["mask"])
+        by_hand = sum(float((((o - g) * batch["mask"]) ** 2).sum()) / 2 / 2
+                      for o, g in zip(outs, [batch["heatmaps"], batch["pafs"]] * 2))
+    assert loss.requires_grad
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(by_hand, rel=1e-5)
+    assert sorted(parts) == ["heatmaps_s0", "heatmaps_s1", "pafs_s0", "pafs_s1"]
+
+
+def test_augmentation_changes_between_epochs(tiny_coco):
+    """The wrapper draws the dataset's epoch from the (trainer-seeded) global RNG: new crops per draw,
+    identical crops for the same seed."""
+    ds = R.build_train_set(tiny_coco["labels"], tiny_coco["train_images"], tiny_profile()["data"])
+    np.random.seed(1)
+    a = ds[0]["image"]
+    np.random.seed(2)
+    b = ds[0]["image"]
+    np.random.seed(1)
+    c = ds[0]["image"]
+    assert not torch.equal(a, b)
+    assert torch.equal(a, c)
+
+
+def test_three_steps_chain_and_step3_loads_step2_partially(trained):
+    s1, s2, s3 = trained["step1"], trained["step2"], trained["step3"]
+    for step, stages in (("step1", 1), ("step2", 1), ("step3", 3)):
+        ckpt = load_checkpoint(trained[step]["path"])
+        assert ckpt["arch"] == {"family": "openpose", "num_refinement_stages": stages}
+        assert ckpt["step"] == 1 and np.isfinite(trained[step]["loss"])
+    assert s1["init"] == {"source": None}                          # from scratch: no ImageNet weights given
+    n1 = len(build_model({"family": "openpose", "num_refinement_stages": 1}).state_dict())
+    assert n1 == 250                                               # REFERENCE B1
+    assert s2["init"]["loaded"] == n1 and not s2["init"]["missing"] and not s2["init"]["unexpected"]
+    # step 3: every tensor of step 2 is copied; what is missing is exactly refinement stages 1 and 2
+    assert s3["init"]["loaded"] == n1 and not s3["init"]["unexpected"] and not s3["init"]["mismatched"]
+    three = build_model({"family": "openpose", "num_refinement_stages": 3}).state_dict()
+    new = {k for k in three if k.startswith(("refinement_stages.1.", "refinement_stages.2."))
+           and not k.endswith("num_batches_tracked")}
+    assert set(s3["init"]["missing"]) == new and len(new) > 100
+    # loss covers 4 stages (hm/paf per stage) in step 3
+    assert {"loss_heatmaps_s3", "loss_pafs_s3"} <= set(s3)
+
+
+def test_resume_is_fingerprinted_by_init_weights(trained, tiny_coco):
+    """Re-running a finished step resumes (nothing to do); new start weights force a fresh start."""
+    prof, tmp = tiny_profile(), tiny_coco["tmp"]
+    again = R.train_step(prof, "step2", tiny_coco["labels"], tiny_coco["train_images"], tmp / "again.pt",
+                         run_dir=tmp / "runs/openpose_step2", init_weights=trained["step1"]["path"])
+    assert again["resume"].startswith("resuming") and again["resumed_from_step"] == 1
+    other = R.train_step(prof, "step2", tiny_coco["labels"], tiny_coco["train_images"], tmp / "other.pt",
+                         run_dir=tmp / "runs/openpose_step2", init_weights=trained["step3"]["path"])
+    assert other["resume"].startswith("fresh start:") and "extra" in other["resume"]
+
+
+def test_eval_writes_coco_metrics_and_results(trained, tiny_coco, tmp_path):
+    metrics_path, results_path = tmp_path / "m/step3.json", tmp_path / "p/step3.json"
+    m = R.evaluate_model(trained["step3"]["path"], tiny_coco["val"], tiny_coco["val_images"],
+                         tiny_profile()["eval"], metrics_path, results_path)
+    on_disk = json.loads(metrics_path.read_text())
+    assert on_disk == m
+    for key in ("AP", "AP50", "AP75", "APm", "APl", "AR"):
+        assert isinstance(m[key], float) and -1.0 <= m[key] <= 1.0
+    assert m["refinement_stages_evaluated"] == 1 and m["images"] == 3
+    assert m["ignored_keys"] > 100                                 # refinement stages 1, 2 of the 3-stage file
+    results = json.loads(results_path.read_text())
+    assert isinstance(results, list) and len(results) == m["detections"]
+    ids = {im["id"] for im in json.loads(tiny_coco["val"].read_text())["images"]}
+    for r in results:
+        assert r["image_id"] in ids and r["category_id"] == 1 and len(r["keypoints"]) == 51
+        assert np.isfinite(r["score"])
+
+
+def test_step3_evaluated_as_first_refinement_stage(trained):
+    """LWOP val.py: the 1-stage net built from the 3-stage file returns the 3-stage net's first 4 outputs."""
+    one, report = R.load_eval_model(trained["step3"]["path"], 1)
+    three, _ = R.load_eval_model(trained["step3"]["path"], 3)
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = one(x), three(x)
+    assert len(a) == 4 and len(b) == 8
+    for u, v in zip(a, b[:4]):
+        torch.testing.assert_close(u, v)
+    assert all(k.startswith(("refinement_stages.1.", "refinement_stages.2.")) for k in report["unexpected"])
+
+
+def test_compare_poses_counts_and_pixel_differences():
+    kp = np.full((18, 3), -1.0)
+    kp[:5] = [[10, 20, 0.9], [12, 30, 0.8], [8, 30, 0.7], [16, 30, 0.6], [11, 40, 0.5]]
+    a = [Pose(kp.copy(), 3.0)]
+    same = R.compare_poses(a, [Pose(kp.copy(), 3.0)])
+    assert same["same_count"] and same["same_keypoints"] and same["max_keypoint_px_diff"] == 0.0
+    assert same["keypoints_reference"] == same["keypoints_candidate"] == 5
+    moved = kp.copy()
+    moved[2, 0] += 0.25
+    d = R.compare_poses(a, [Pose(moved, 3.5)])
+    assert d["max_keypoint_px_diff"] == pytest.approx(0.25) and d["max_score_diff"] == pytest.approx(0.5)
+    lost = kp.copy()
+    lost[4] = -1
+    fewer = R.compare_poses(a, [Pose(lost, 3.0)])
+    assert not fewer["same_keypoints"] and fewer["keypoints_candidate"] == 4
+    assert not R.compare_poses(a, [])["same_count"]
+
+
+def test_params_profiles_resolve_and_paper_matches_reference():
+    section = yaml.safe_load((ROOT / "params.yaml").read_text())["openpose"]
+    assert section["profile"] == "sample"
+    sample = R.resolve_profile(section)
+    assert sample["data"]["stride"] == 8
+    paper = R.resolve_profile({**section, "profile": "paper"})
+    assert paper["data"]["input_size"] == 368 and paper["data"]["sigma"] == 7
+    assert paper["train"]["batch_size"] == 80
+    assert paper["train"]["optimizer"] == {"name": "adam", "lr": 4e-5, "weight_decay": 5e-4,
+                                           "param_groups": "openpose"}
+    assert paper["train"]["scheduler"]["gamma"] == 0.333 and paper["eval"]["base_height"] == 368
+    for step, stages in (("step1", 1), ("step2", 1), ("step3", 3)):
+        assert paper["steps"][step] == {"num_refinement_stages": stages, "epochs": 280,
+                                        "milestones": [100, 200, 260]}
+        cfg = R.train_config_dict(paper, step, "runs/x", "models/x.pt")
+        assert cfg["scheduler"] == {"name": "multistep", "milestones": [100, 200, 260], "gamma": 0.333}
+    with pytest.raises(PoseDataError, match="openpose.profile"):
+        R.resolve_profile({**section, "profile": "nope"})
