@@ -91,3 +91,75 @@ def test_data_stages_reproduce_and_are_then_up_to_date(repo_copy: Path, stage_en
     again = dvc(repo_copy, "repro", *DATA_STAGES, env=stage_env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Data and pipelines are up to date" in again.stdout, again.stdout
+
+
+def tiny_pipeline_params(params: dict) -> dict:
+    """Every stage on tiny data and 1-epoch trainings (the real architectures, 64 px inputs)."""
+    tiny_sample_params(params)
+    fpd = params["fpd"]["profiles"]["sample"]
+    fpd["train"].update(epochs=1, batch_size=4, checkpoint_every=1000, val_every=1)
+    fpd["train"]["scheduler"] = {"name": "constant"}
+    fpd["roles"] = {}
+    params["fpd"]["export"].update(input_res=64, num_inputs=1, latency_runs=2, latency_warmup=1)
+    params["fpd"]["eval"]["grid_images"] = 2
+    op = params["openpose"]["profiles"]["sample"]
+    op["data"]["input_size"] = 64
+    op["train"].update(batch_size=4, checkpoint_every=1000)
+    for step in op["steps"].values():
+        step.update(epochs=1, milestones=[])
+    op["eval"].update(base_height=64, plot_images=2)
+    params["openpose"]["export"].update(input_shape=[1, 3, 64, 96], pose_check_images=1, latency_runs=2)
+    return params
+
+
+@pytest.mark.slow
+def test_whole_pipeline_reproduces_compares_and_runs_an_experiment(repo_copy: Path, stage_env: dict) -> None:
+    write_params(repo_copy, tiny_pipeline_params)
+    git = ["git", "-c", "user.email=test@example.invalid", "-c", "user.name=posepipe tests"]
+    subprocess.run([*git, "commit", "-qam", "tiny params"], cwd=repo_copy, check=True)
+
+    run = dvc(repo_copy, "repro", env=stage_env, timeout=1200)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+
+    mpii = json.loads((repo_copy / "metrics/mpii/student_fpd.json").read_text())
+    assert {"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean"} <= set(mpii)
+    assert 0.0 <= mpii["Mean"] <= 100.0
+    coco = json.loads((repo_copy / "metrics/coco/step3.json").read_text())
+    assert {"AP", "AP50", "AP75", "APm", "APl", "AR"} <= set(coco)
+    for name in ("export_student", "export_openpose"):
+        exported = repo_copy / "models" / name
+        assert (exported / "model.onnx").is_file() and (exported / "model.xml").is_file(), name
+    assert (repo_copy / "plots/pckh_curve.png").is_file()
+    assert (repo_copy / "plots/training_train_teacher.png").is_file()
+
+    shown = dvc(repo_copy, "metrics", "show", "--json", env=stage_env)
+    assert shown.returncode == 0 and "metrics/mpii/teacher.json" in shown.stdout, shown.stdout + shown.stderr
+
+    again = dvc(repo_copy, "repro", env=stage_env)
+    assert "Data and pipelines are up to date" in again.stdout, again.stdout + again.stderr
+
+    # an experiment with a changed param re-runs only what depends on it, and shows up in `dvc exp show`
+    exp_env = {**stage_env, "GIT_AUTHOR_NAME": "posepipe tests", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+               "GIT_COMMITTER_NAME": "posepipe tests", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
+    subprocess.run([*git, "add", "-A"], cwd=repo_copy, check=True)
+    subprocess.run([*git, "commit", "-qm", "baseline results"], cwd=repo_copy, check=True)
+    exp = dvc(repo_copy, "exp", "run", "-S", "fpd.alpha=0.7", "eval_mpii", env=exp_env, timeout=900)
+    assert exp.returncode == 0, exp.stdout[-4000:] + exp.stderr[-4000:]
+    assert "Running stage 'train_student_fpd'" in exp.stdout, exp.stdout
+    assert "Running stage 'train_teacher'" not in exp.stdout, exp.stdout  # alpha does not touch the teacher
+    table = dvc(repo_copy, "exp", "show", "--json", env=exp_env)
+    assert table.returncode == 0, table.stderr
+    assert 0.7 in list(_values_of(json.loads(table.stdout), "alpha")), table.stdout[:2000]
+
+
+
+def _values_of(obj, key: str):
+    """Every value stored under ``key`` anywhere in a nested JSON structure."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == key:
+                yield v
+            yield from _values_of(v, key)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _values_of(v, key)

@@ -1,0 +1,182 @@
+"""FPD recipe: each role trains 1–2 steps on a tiny generated MPII set, eval writes the protocol files, the FPD
+step's loss is pose.losses.fpd_loss, the labelled-weight targets and the profile switch."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from pose.checkpoint import load_model
+from pose.data import mpii as mpii_data
+from pose.data.synthetic import SampleConfig, generate_sample
+from pose.io import PoseDataError, read_json
+from pose.losses import fpd_loss
+from pose.models.hourglass import HourglassNet
+from pose.recipes import fpd
+
+COLUMNS = ["Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean"]
+
+SECTION = {
+    "profile": "sample",
+    "alpha": 0.5,
+    "models": {"teacher": {"num_stacks": 8, "num_blocks": 1, "mobile": False},
+               "student": {"num_stacks": 2, "num_blocks": 1, "mobile": True}},
+    "target": {"weight": "labelled", "subpixel": True, "sigma": 1.0},
+    "train": {},
+    "profiles": {
+        "sample": {"input_res": 64, "flip_test": False,
+                   "train": {"epochs": 1, "max_steps": 1, "batch_size": 2, "progress": False,
+                             "optimizer": {"name": "rmsprop", "lr": 1e-3}, "checkpoint_every": 0},
+                   "roles": {"student": {"max_steps": 2}}},
+        "paper": {"input_res": 256, "flip_test": False,
+                  "train": {"epochs": 90, "batch_size": 6, "optimizer": {"name": "rmsprop", "lr": 2.5e-4},
+                            "scheduler": {"name": "multistep", "milestones": [60], "gamma": 0.1}}},
+    },
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions: one thread is fastest, and immune to a busy shared CPU (spin-waiting threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fpd")
+    cfg = SampleConfig(seed=3, coco_train_images=1, coco_val_images=1, mpii_train_people=6, mpii_val_people=4,
+                       unlabeled_images=3, contact_sheet=None)
+    generate_sample(root / "sample", cfg)
+    s = root / "sample" / "mpii"
+    mpii_data.prepare_mpii(s / "images", s / "mpii_annotations.json", s / "detections_our_format.mat",
+                           root / "link", root / "prepared")
+    paths = fpd.MpiiPaths(str(root / "prepared" / "train.json"), str(root / "prepared" / "val.json"),
+                          str(root / "link"), str(root / "prepared" / "gt_val.mat"),
+                          str(root / "sample" / "unlabeled"))
+    return root, paths
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """All four roles, 1–2 steps each; the distilled ones use the freshly trained teacher."""
+    root, paths = data
+    cfg = fpd.resolve_profile(SECTION)
+    out = {}
+    for role in fpd.ROLES:
+        teacher = str(root / "models" / "teacher.pt") if role in fpd.DISTILLED else None
+        out[role] = fpd.train_role(cfg, role, paths, root / "models" / f"{role}.pt", run_dir=root / "runs" / role,
+                                   live_dir=root / "runs" / role / "live", teacher_path=teacher)
+    return root, paths, out
+
+
+def test_every_role_trains_and_saves(trained):
+    root, _, out = trained
+    for role in fpd.ROLES:
+        s = out[role]
+        assert s["step"] == (2 if role == "student" else 1)
+        assert np.isfinite(s["loss"]) and s["loss"] > 0
+        assert 0.0 <= s["val/pckh_mean"] <= 100.0
+        model, ckpt = load_model(root / "models" / f"{role}.pt")
+        assert isinstance(model, HourglassNet)
+        assert model.num_stacks == (8 if role == "teacher" else 2) and model.mobile == (role != "teacher")
+        assert (root / "runs" / role / "last.pt").exists()
+    assert set(out["student_fpd"]) >= {"loss_gt", "loss_kd", "loss_kd_u"}
+    assert out["student_fpd"]["loss_kd_u"] == 0.0                 # labelled only
+    assert out["student_fpd_unlabeled"]["train_samples"] == 6 + 3  # MPII train + unlabelled images
+
+
+def test_fpd_step_loss_equals_fpd_loss(data):
+    _, paths = data
+    cfg = fpd.resolve_profile(SECTION)
+    torch.manual_seed(0)
+    teacher, student = HourglassNet(8, 1), HourglassNet(2, 1, mobile=True)
+    ds = fpd.build_train_set(cfg, "student_fpd_unlabeled", paths)
+    np.random.seed(0)
+    items = [ds[0], ds[7]]                                          # one labelled, one unlabelled
+    batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+    step = fpd.make_fpd_step(teacher, alpha=0.3)
+    student.eval()                                                   # deterministic BN for the comparison
+    loss, parts = step(student, batch)
+    with torch.no_grad():
+        t = teacher(batch["image"])[-1]
+    ref, ref_parts = fpd_loss(student(batch["image"]), t, batch["target"], batch["labeled"], 0.3,
+                              batch["target_weight"])
+    assert torch.allclose(loss, ref, rtol=1e-6, atol=0)
+    assert float(parts["kd_u"]) > 0 and float(parts["gt"]) > 0
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    loss.backward()
+    assert student.score[0].weight.grad is not None
+
+
+def test_labelled_target_weights(data):
+    _, paths = data
+    cfg = fpd.resolve_profile(SECTION)
+    ds = fpd.build_train_set(cfg, "student", paths)
+    records = read_json(paths.train_json)
+    perm = ds.parts[0].skeleton.flip_permutation()
+    for i in range(len(records)):
+        np.random.seed(i)
+        item = ds[i]
+        labelled = np.asarray(records[i]["joint_self"])[:, 1] > 0
+        flipped = ds.parts[0].augmentation(i)[2]
+        expect = labelled[perm] if flipped else labelled
+        np.testing.assert_array_equal(item["target_weight"].numpy(), expect.astype(np.float32))
+    aug = copy.deepcopy(SECTION)
+    aug["profiles"]["sample"]["augment"] = {"rot_factor": 15, "scale_factor": 0.1}
+    mild = fpd.build_train_set(fpd.resolve_profile(aug), "student", paths).parts[0]
+    assert (mild.rot_factor, mild.scale_factor, mild.rot_prob) == (15.0, 0.1, 0.6)   # unset keys keep A2
+    vis = fpd.build_train_set(fpd.resolve_profile({**SECTION, "target": {"weight": "visible"}}), "student", paths)
+    np.random.seed(0)
+    assert vis.labelled_weights is False and vis[0]["target_weight"].shape == (16,)
+
+
+def test_eval_writes_mat_metrics_plots(trained, tmp_path):
+    root, paths, _ = trained
+    models = {r: str(root / "models" / f"{r}.pt") for r in ("student", "student_fpd")}
+    res = fpd.evaluate_models(models, paths, 64, tmp_path / "metrics", tmp_path / "preds", tmp_path / "curves",
+                              tmp_path / "curve.png", tmp_path / "grid.png", thresholds=[0.0, 0.25, 0.5],
+                              grid_images=2)
+    assert set(res) == {"student", "student_fpd", "mean_pose"}
+    for name in res:
+        m = read_json(tmp_path / "metrics" / f"{name}.json")
+        assert set(COLUMNS) <= set(m) and all(m[c] is None or 0.0 <= m[c] <= 100.0 for c in COLUMNS)
+        preds = scipy.io.loadmat(tmp_path / "preds" / f"{name}.mat")["preds"]
+        assert preds.shape == (4, 16, 2)
+    assert res["student"]["params_m"] == pytest.approx(2.305504, abs=1e-6)  # REFERENCE A1 sizes at 256 px
+    assert res["student"]["gmacs_256"] == pytest.approx(3.60, abs=0.01)
+    for name in res:
+        rows = read_json(tmp_path / "curves" / f"{name}.json")
+        assert [r["threshold"] for r in rows] == [0.0, 0.25, 0.5]
+        assert rows[0]["pckh"] == 0.0 and rows[0]["pckh"] <= rows[1]["pckh"] <= rows[2]["pckh"]
+        assert rows[2]["pckh"] == pytest.approx(res[name]["Mean"], abs=1e-3)
+    assert (tmp_path / "curve.png").stat().st_size > 1000 and (tmp_path / "grid.png").stat().st_size > 1000
+
+
+def test_profiles_and_validation():
+    paper = fpd.resolve_profile({**SECTION, "profile": "paper"})
+    tc = fpd.train_config_dict(paper, "teacher", run_dir="r", out_path="o")
+    assert paper["input_res"] == 256 and tc["batch_size"] == 6 and tc["optimizer"]["lr"] == 2.5e-4
+    assert tc["run_dir"] == "r" and tc["scheduler"]["milestones"] == [60]
+    sample = fpd.resolve_profile(SECTION)
+    assert fpd.train_config_dict(sample, "student")["max_steps"] == 2
+    assert fpd.train_config_dict(sample, "teacher")["max_steps"] == 1
+    assert fpd.role_arch(sample, "student_fpd") == {"family": "hourglass", "num_stacks": 2, "num_blocks": 1,
+                                                   "mobile": True}
+    for bad, field in (({"profile": "nope"}, "fpd.profile"), ({"alpha": 1.5}, "fpd.alpha"),
+                       ({"target": {"weight": "all"}}, "fpd.target.weight")):
+        with pytest.raises(PoseDataError, match=field.replace(".", r"\.")):
+            fpd.resolve_profile({**copy.deepcopy(SECTION), **bad})
+    bad_aug = copy.deepcopy(SECTION)
+    bad_aug["profiles"]["sample"]["augment"] = {"shear": 0.1}
+    with pytest.raises(PoseDataError, match="augment"):
+        fpd.resolve_profile(bad_aug)
+    bad_res = copy.deepcopy(SECTION)
+    bad_res["profiles"]["sample"]["input_res"] = 96
+    with pytest.raises(PoseDataError, match="multiple of 64"):
+        fpd.resolve_profile(bad_res)
