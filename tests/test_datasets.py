@@ -239,10 +239,13 @@ def test_mpii_eval_mode_centre_scale_and_normalisation(tmp_path):
     assert np.abs(coords[0, 0] - expected).max() <= 0.25
     w = item["target_weight"].numpy()
     assert w[3] == 0 and w[4] == 0 and w[0] == 1 and item["target"][4].max() == 0
-    ref = MpiiDataset([rec], tmp_path, input_res=64, output_res=16, train=False, reference_targets=True)[0]
+    ref = MpiiDataset([rec], tmp_path, input_res=64, output_res=16, train=False, targets="reference")[0]
     assert (ref["target_weight"] == 1).all()
     assert ref["target"][4].max() > 0.5                                     # occluded joint drawn
     assert ref["target"][3].max() == 0.0                                     # unlabelled joint not drawn
+    lab = MpiiDataset([rec], tmp_path, input_res=64, output_res=16, train=False, targets="labelled")[0]
+    assert lab["target_weight"][4] == 1 and lab["target"][4].max() > 0.5   # occluded but labelled: trained on
+    assert lab["target_weight"][3] == 0 and lab["target"][3].max() == 0.0   # unlabelled: no map, no weight
 
 
 def test_mpii_items_are_reproducible_per_epoch(tmp_path):

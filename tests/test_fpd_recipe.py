@@ -115,25 +115,31 @@ def test_fpd_step_loss_equals_fpd_loss(data):
 
 
 def test_labelled_target_weights(data):
+    """Default targets: every labelled joint (occluded included) is trained on, after the flip's left/right swap;
+    a joint whose Gaussian falls entirely off the map gets no weight."""
     _, paths = data
     cfg = fpd.resolve_profile(SECTION)
     ds = fpd.build_train_set(cfg, "student", paths)
+    assert ds.targets == "labelled"
     records = read_json(paths.train_json)
-    perm = ds.parts[0].skeleton.flip_permutation()
+    perm = ds.skeleton.flip_permutation()
     for i in range(len(records)):
-        np.random.seed(i)
         item = ds[i]
         labelled = np.asarray(records[i]["joint_self"])[:, 1] > 0
-        flipped = ds.parts[0].augmentation(i)[2]
+        flipped = ds.augmentation(i)[2]
         expect = labelled[perm] if flipped else labelled
-        np.testing.assert_array_equal(item["target_weight"].numpy(), expect.astype(np.float32))
+        weight = item["target_weight"].numpy()
+        on_map = item["target"].numpy().reshape(16, -1).max(axis=1) > 0
+        np.testing.assert_array_equal(weight, (expect & on_map).astype(np.float32))
+        assert (weight[~expect] == 0).all()
     aug = copy.deepcopy(SECTION)
     aug["profiles"]["sample"]["augment"] = {"rot_factor": 15, "scale_factor": 0.1}
-    mild = fpd.build_train_set(fpd.resolve_profile(aug), "student", paths).parts[0]
+    mild = fpd.build_train_set(fpd.resolve_profile(aug), "student", paths)
     assert (mild.rot_factor, mild.scale_factor, mild.rot_prob) == (15.0, 0.1, 0.6)   # unset keys keep A2
     vis = fpd.build_train_set(fpd.resolve_profile({**SECTION, "target": {"weight": "visible"}}), "student", paths)
-    np.random.seed(0)
-    assert vis.labelled_weights is False and vis[0]["target_weight"].shape == (16,)
+    assert vis.targets == "visible" and vis[0]["target_weight"].shape == (16,)
+    both = fpd.build_train_set(cfg, "student_fpd_unlabeled", paths)
+    assert len(both) == len(records) + len(both.datasets[1]) and both[len(records)]["labeled"] == 0
 
 
 def test_eval_writes_mat_metrics_plots(trained, tmp_path):

@@ -101,6 +101,9 @@ def _color_normalize(rgb_u8: np.ndarray, gains: np.ndarray | None, mean: np.ndar
 # ----------------------------------------------------------------------------------------------------------------
 # MPII (REFERENCE A2)
 # ----------------------------------------------------------------------------------------------------------------
+TARGET_MODES = ("visible", "labelled", "reference")
+
+
 class MpiiDataset(_SeededDataset):
     """MPII person crops with hourglass targets.
 
@@ -110,13 +113,15 @@ class MpiiDataset(_SeededDataset):
     is 200·scale source pixels), ``rotation`` (degrees), ``index``. Predictions on heatmap coords go back with
     ``invert_affine(crop_matrix(center, 200·scale, rotation, (r, r)))``.
 
-    ``target_weight``: 1 for visible joints (``joint_self[...,2] == 1``) whose ±3σ window overlaps the map; other
-    joints get zero maps. ``reference_targets=True`` reproduces FPD-U: every labelled joint (1-based y > 0) is
-    drawn regardless of visibility, and the weight is 1 for all joints (the reference has no weight).
+    ``targets`` chooses which joints are drawn and weighted:
+    ``"visible"`` (FPD-O): visible joints (``joint_self[...,2] == 1``), weight 1 where the ±3σ window overlaps the
+    map; ``"labelled"``: every labelled joint (1-based y > 0), occluded ones included (MPII's PCKh counts them),
+    weighted the same way; ``"reference"`` (FPD-U): every labelled joint drawn, weight 1 for all 16 (the reference
+    has no weight). ``subpixel=False`` gives the reference's integer rounding of the centres.
     """
 
     def __init__(self, records: Any, images_dir: str | os.PathLike, input_res: int = 256, output_res: int = 64,
-                 train: bool = True, sigma: float = 1.0, subpixel: bool = True, reference_targets: bool = False,
+                 train: bool = True, sigma: float = 1.0, subpixel: bool = True, targets: str = "visible",
                  scale_factor: float = 0.25, rot_factor: float = 30.0, rot_prob: float = 0.6,
                  flip_prob: float = 0.5, color_factor: float = 0.2, mean: Sequence[float] = MPII_MEAN,
                  skeleton: Skeleton = MPII16, seed: int = 0, skip_unreadable: bool = False):
@@ -125,7 +130,9 @@ class MpiiDataset(_SeededDataset):
         self.images_dir = Path(images_dir)
         self.input_res, self.output_res = int(input_res), int(output_res)
         self.train = bool(train)
-        self.sigma, self.subpixel, self.reference_targets = float(sigma), bool(subpixel), bool(reference_targets)
+        if targets not in TARGET_MODES:
+            raise ValueError(f"targets must be one of {TARGET_MODES}, not {targets!r}")
+        self.sigma, self.subpixel, self.targets = float(sigma), bool(subpixel), targets
         self.scale_factor, self.rot_factor, self.rot_prob = float(scale_factor), float(rot_factor), float(rot_prob)
         self.flip_prob, self.color_factor = float(flip_prob), float(color_factor)
         self.mean = np.asarray(mean, dtype=np.float32)
@@ -183,12 +190,12 @@ class MpiiDataset(_SeededDataset):
         visible = labelled & (joints[:, 2] == 1)
         if flip:
             pts, labelled, visible = pts[self._flip_perm], labelled[self._flip_perm], visible[self._flip_perm]
-        draw = labelled if self.reference_targets else visible
+        draw = visible if self.targets == "visible" else labelled
         target = encode_heatmaps(pts, draw, (r, r), self.sigma, self.subpixel)
-        if self.reference_targets:
+        if self.targets == "reference":
             weight = np.ones(len(pts), dtype=np.float32)
         else:
-            weight = heatmap_weights(pts, visible, (r, r), self.sigma, self.subpixel)
+            weight = heatmap_weights(pts, draw, (r, r), self.sigma, self.subpixel)
         return {
             "image": _to_chw_tensor(img),
             "target": torch.from_numpy(target),

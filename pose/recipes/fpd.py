@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("teacher", "student", "student_fpd", "student_fpd_unlabeled")
 DISTILLED = ("student_fpd", "student_fpd_unlabeled")
-TARGET_WEIGHTS = ("labelled", "visible", "reference")
+from pose.data.datasets import TARGET_MODES as TARGET_WEIGHTS  # noqa: E402  (visible | labelled | reference)
 COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
 PROFILE_KEYS = ("input_res", "flip_test", "train", "roles", "augment")
 # MpiiDataset augmentation knobs a profile may set (REFERENCE A2 values are the dataset defaults)
@@ -118,45 +118,7 @@ def train_config_dict(cfg: Mapping[str, Any], role: str, run_dir: str | os.PathL
 
 
 # ------------------------------------------------------------------------------------------------------ data
-class FpdTrainSet(Dataset):
-    """The concatenation of the labelled MPII set (and the unlabelled images) with per-draw augmentation.
-
-    The datasets seed their augmentation with ``(seed, epoch, index)`` but the trainer does not call their
-    ``set_epoch``; it seeds the global RNGs per sample from ``(seed, epoch, rank, position)``. Each draw sets the
-    dataset's ``epoch`` from that seeded RNG, so every epoch sees new, reproducible, resume-safe augmentations.
-    With ``labelled_weights`` the MPII items' ``target_weight`` becomes 1 for every labelled joint (after the
-    flip's left/right swap) and 0 for unlabelled ones.
-    """
-
-    def __init__(self, parts: Sequence[Dataset], labelled_weights: bool = False):
-        self.parts = list(parts)
-        self.labelled_weights = bool(labelled_weights)
-        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
-        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        ds = self.parts[k]
-        ds.set_epoch(int(np.random.randint(0, 2**31 - 1)))  # type: ignore[attr-defined]
-        item = ds[index - int(self.offsets[k])]
-        if self.labelled_weights and float(item["labeled"]) > 0.5:
-            item["target_weight"] = self._labelled(ds, int(item["index"]))
-        return item
-
-    @staticmethod
-    def _labelled(ds: Any, index: int) -> torch.Tensor:
-        joints = np.asarray(ds.records[index]["joint_self"], dtype=np.float64)
-        labelled = joints[:, 1] > 0                                 # the dataset's test on the 1-based y
-        if ds.augmentation(index)[2]:                               # flipped: same draw as the item's
-            labelled = labelled[ds.skeleton.flip_permutation()]
-        return torch.from_numpy(labelled.astype(np.float32))
-
-
-def build_train_set(cfg: Mapping[str, Any], role: str, paths: MpiiPaths, seed: int = 0) -> FpdTrainSet:
+def build_train_set(cfg: Mapping[str, Any], role: str, paths: MpiiPaths, seed: int = 0) -> Dataset:
     """The training set of a role: MPII train crops at ``input_res`` (maps at ``input_res / 4``), plus the
     unlabelled images for ``student_fpd_unlabeled``."""
     from pose.data.datasets import MpiiDataset, UnlabeledDataset
@@ -166,7 +128,7 @@ def build_train_set(cfg: Mapping[str, Any], role: str, paths: MpiiPaths, seed: i
     weight = target.get("weight", "labelled")
     mpii = MpiiDataset(paths.train_json, paths.images_dir, input_res=res, output_res=res // 4, train=True,
                        sigma=float(target.get("sigma", 1.0)), subpixel=bool(target.get("subpixel", True)),
-                       reference_targets=weight in ("labelled", "reference"), seed=seed,
+                       targets=weight, seed=seed,
                        **{k: float(v) for k, v in (cfg.get("augment") or {}).items()})
     parts: list[Dataset] = [mpii]
     if role == "student_fpd_unlabeled":
@@ -174,7 +136,7 @@ def build_train_set(cfg: Mapping[str, Any], role: str, paths: MpiiPaths, seed: i
             raise PoseDataError("params.yaml", "no unlabelled image folder", field="mpii.unlabeled_images")
         parts.append(UnlabeledDataset(paths.unlabeled_dir, input_res=res, output_res=res // 4, train=True,
                                       seed=seed))
-    return FpdTrainSet(parts, labelled_weights=weight == "labelled")
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
 # ------------------------------------------------------------------------------------------------------ steps
