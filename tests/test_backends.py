@@ -11,25 +11,9 @@ from torch import nn
 from pose.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend, open_backend
 from pose.export import export_onnx, export_openvino
 from pose.io import PoseDataError
+from stand_in_nets import PairNet
 
 torch.set_num_threads(2)
-
-
-class PairNet(nn.Module):
-    """Stand-in for LWOP: stride-2 trunk, then (heatmaps, pafs) per stage, returned as a flat list."""
-
-    def __init__(self, stages: int = 2):
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
-        self.hm = nn.ModuleList(nn.Conv2d(8, 3, 1) for _ in range(stages))
-        self.paf = nn.ModuleList(nn.Conv2d(8, 4, 3, 1, 1) for _ in range(stages))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        f = self.trunk(x)
-        out: list[torch.Tensor] = []
-        for h, p in zip(self.hm, self.paf):
-            out += [h(f), p(f)]
-        return out
 
 
 def _model(seed: int = 0) -> nn.Module:

@@ -14,25 +14,9 @@ from pose import export as export_mod
 from pose.backends import OnnxBackend, OpenVinoBackend, TorchBackend
 from pose.export import (ParityError, export_model, export_onnx, export_openvino, io_names, measure_latency,
                          verify)
+from stand_in_nets import PairNet
 
 torch.set_num_threads(2)
-
-
-class PairNet(nn.Module):
-    """Stand-in for LWOP: (heatmaps, pafs) per stage as a flat list; any H, W divisible by 2."""
-
-    def __init__(self, stages: int = 2):
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
-        self.hm = nn.ModuleList(nn.Conv2d(8, 3, 1) for _ in range(stages))
-        self.paf = nn.ModuleList(nn.Conv2d(8, 4, 3, 1, 1) for _ in range(stages))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        f = self.trunk(x)
-        out: list[torch.Tensor] = []
-        for h, p in zip(self.hm, self.paf):
-            out += [h(f), p(f)]
-        return out
 
 
 class Broken(PairNet):

@@ -126,16 +126,17 @@ def build_train_set(cfg: Mapping[str, Any], role: str, paths: MpiiPaths, seed: i
     res = int(cfg["input_res"])
     target = dict(cfg.get("target") or {})
     weight = target.get("weight", "labelled")
+    augment = {k: float(v) for k, v in (cfg.get("augment") or {}).items()}
     mpii = MpiiDataset(paths.train_json, paths.images_dir, input_res=res, output_res=res // 4, train=True,
                        sigma=float(target.get("sigma", 1.0)), subpixel=bool(target.get("subpixel", True)),
-                       targets=weight, seed=seed,
-                       **{k: float(v) for k, v in (cfg.get("augment") or {}).items()})
+                       targets=weight, seed=seed, **augment)
     parts: list[Dataset] = [mpii]
     if role == "student_fpd_unlabeled":
         if not paths.unlabeled_dir:
             raise PoseDataError("params.yaml", "no unlabelled image folder", field="mpii.unlabeled_images")
+        shared = {k: augment[k] for k in ("flip_prob", "color_factor") if k in augment}  # A3: flip + colour only
         parts.append(UnlabeledDataset(paths.unlabeled_dir, input_res=res, output_res=res // 4, train=True,
-                                      seed=seed))
+                                      seed=seed, **shared))
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
