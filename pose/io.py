@@ -102,13 +102,21 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -
         tmp.write_bytes(buf.tobytes())
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as BGR uint8 (H×W×3); raise :class:`PoseDataError` naming the file when it cannot."""
+_DECODE_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def read_image(path: str | os.PathLike, reduce: int = 1) -> np.ndarray:
+    """Read an image as BGR uint8 (H×W×3); raise :class:`PoseDataError` naming the file when it cannot.
+
+    ``reduce`` ∈ {1, 2, 4, 8} decodes at 1/reduce of the size (JPEG decodes that much faster): pixel ``i`` of the
+    result covers source pixels ``reduce·i … reduce·i + reduce − 1``, i.e. its centre is ``reduce·i + (reduce−1)/2``.
+    """
     path = Path(path)
     if not path.exists():
         raise PoseDataError(path, "image file does not exist")
     data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    image = cv2.imdecode(data, _DECODE_FLAGS[reduce]) if data.size else None
     if image is None:
         raise PoseDataError(path, "image file is unreadable (empty, truncated or not an image)")
     return image
