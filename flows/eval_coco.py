@@ -1,7 +1,7 @@
 """``python -m flows.eval_coco``: COCO keypoint AP of every OpenPose step's model on the val subset (REFERENCE B4).
 
 Each model is evaluated as a 1-refinement-stage network (LWOP ``val.py``). Writes ``metrics/coco/<step>.json``,
-the COCO results ``predictions/coco/<step>.json`` and ``plots/coco_predictions.png`` (last step's poses).
+the COCO results ``predictions/coco/<step>.json`` and ``plots/coco_predictions_<step>.png`` (each step's poses).
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def eval_coco(params: dict | None = None) -> dict:
         out[step] = m
         print(f"eval_coco {step}: AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  "
               f"APm {m['APm']:.3f}  APl {m['APl']:.3f}  AR {m['AR']:.3f}  ({m['images']} images)")
-    draw_openpose_predictions(model_path(op, STEPS[-1]), coco["val_subset_out"], coco["val_images"], eval_cfg,
-                              "plots/coco_predictions.png", int(eval_cfg.get("plot_images", 6)))
+        draw_openpose_predictions(model_path(op, step), coco["val_subset_out"], coco["val_images"], eval_cfg,
+                                  f"plots/coco_predictions_{step}.png", int(eval_cfg.get("plot_images", 6)))
     return out
 
 
