@@ -19,6 +19,7 @@ Schedulers are stepped once per optimizer step; milestones are given in epochs a
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -83,8 +84,9 @@ def openpose_param_groups(model: nn.Module, lr: float, weight_decay: float) -> l
                 rule = (1.0, True)
             groups.setdefault(rule, []).append(param)
     if unknown:
-        log.warning("openpose param groups: %d parameter(s) outside the LWOP rules get lr x1 with decay: %s",
-                    len(unknown), ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
+        # a warning, not a log line: it is a configuration problem the caller should see whatever logging setup
+        warnings.warn(f"openpose param groups: {len(unknown)} parameter(s) outside the LWOP rules get lr x1 with "
+                      f"decay: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}", stacklevel=2)
     out = []
     for (mult, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
         out.append({"params": params, "lr": lr * mult, "weight_decay": weight_decay if decay else 0.0,
