@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import signal
 import socket
@@ -149,6 +150,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
 
 
 def test_fingerprint_mismatch_starts_fresh_and_more_steps_continue(tmp_path, caplog):
+    # the logger's own level: tests that run DVC in-process raise the root logger's level for the session
+    caplog.set_level(logging.INFO, logger="pose.engine.trainer")
     cfg = {**BASE, "max_steps": 4, "run_dir": str(tmp_path / "run")}
     tiny.run(cfg)
     tr, s, step = tiny.run({**cfg, "optimizer": {"name": "adam", "lr": 0.02}})
