@@ -30,13 +30,13 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
+from pose.data.datasets import TARGET_MODES as TARGET_WEIGHTS  # visible | labelled | reference
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 
 log = logging.getLogger(__name__)
 
 ROLES = ("teacher", "student", "student_fpd", "student_fpd_unlabeled")
 DISTILLED = ("student_fpd", "student_fpd_unlabeled")
-from pose.data.datasets import TARGET_MODES as TARGET_WEIGHTS  # noqa: E402  (visible | labelled | reference)
 COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
 PROFILE_KEYS = ("input_res", "flip_test", "train", "roles", "augment")
 # MpiiDataset augmentation knobs a profile may set (REFERENCE A2 values are the dataset defaults)
