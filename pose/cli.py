@@ -138,22 +138,10 @@ def _input_res(model: OpenedModel, requested: int | None) -> int:
 # ======================================================================================================== predict
 def predict_single(runner: Runner, image: np.ndarray, center: Sequence[float], box_size: float, input_res: int,
                    flip_test: bool = False) -> np.ndarray:
-    """16 MPII keypoints ``(16, 3)`` [x, y, heatmap max] in image pixels for the square crop of ``box_size``
-    source pixels around ``center`` (the crop and decoding of :mod:`pose.predict.single_person`)."""
-    import cv2
+    """16 MPII keypoints ``(16, 3)`` [x, y, heatmap max] in image pixels (:func:`pose.predict.single_person.predict_image`)."""
+    from pose.predict.single_person import predict_image
 
-    from pose.codecs.heatmap import decode_heatmaps
-    from pose.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
-    from pose.predict.single_person import MPII_MEAN_RGB, predict_heatmaps
-
-    M = crop_matrix(center, box_size, 0.0, (input_res, input_res))
-    crop = cv2.cvtColor(warp_image(image, M, (input_res, input_res)), cv2.COLOR_BGR2RGB)
-    x = (crop.astype(np.float32) / 255.0 - np.asarray(MPII_MEAN_RGB, np.float32)).transpose(2, 0, 1)[None]
-    heatmaps = predict_heatmaps(runner, np.ascontiguousarray(x), flip_test)
-    coords, maxvals = decode_heatmaps(heatmaps)
-    h, w = heatmaps.shape[2:]
-    back = invert_affine(crop_matrix(center, box_size, 0.0, (w, h)))
-    return np.concatenate([apply_affine(coords[0].astype(np.float64), back), maxvals[0, :, None]], axis=1)
+    return predict_image(runner, image, center, box_size, input_res, flip_test)
 
 
 def _crop_of(image: np.ndarray, center: Sequence[float] | None, scale: float | None) -> tuple[np.ndarray, float]:

@@ -63,16 +63,41 @@ def _as_runner(model_or_backend: Any) -> Callable[[np.ndarray], list[np.ndarray]
     return run
 
 
+def crop_input(image: np.ndarray, center: Sequence[float], box_size: float, input_res: int,
+               mean: np.ndarray) -> np.ndarray:
+    """``3×R×R`` float32 network input: the square crop of ``box_size`` source pixels around ``center`` of a BGR
+    image, as RGB in [0,1] minus the mean."""
+    M = crop_matrix(center, box_size, 0.0, (input_res, input_res))
+    crop = cv2.cvtColor(warp_image(image, M, (input_res, input_res)), cv2.COLOR_BGR2RGB)
+    return (crop.astype(np.float32) / 255.0 - mean).transpose(2, 0, 1)
+
+
+def _to_image(coords: np.ndarray, center: Sequence[float], box_size: float, heatmap_hw: tuple[int, int]) -> np.ndarray:
+    """Heatmap pixel coordinates of one crop → source image coordinates."""
+    h, w = heatmap_hw
+    return apply_affine(np.asarray(coords, dtype=np.float64), invert_affine(crop_matrix(center, box_size, 0.0, (w, h))))
+
+
 def _crops(records: Sequence[dict], images_dir: Path, centres: np.ndarray, scales: np.ndarray, input_res: int,
            mean: np.ndarray) -> np.ndarray:
-    """``N×3×R×R`` float32 network inputs: RGB in [0,1] minus the mean."""
+    """``N×3×R×R`` float32 network inputs of MPII records."""
     out = np.empty((len(records), 3, input_res, input_res), dtype=np.float32)
     for i, rec in enumerate(records):  # one warp per image; the pixel work is OpenCV's
-        image = read_image(images_dir / rec["img_paths"])
-        M = crop_matrix(centres[i], BOX_PER_SCALE * scales[i], 0.0, (input_res, input_res))
-        crop = cv2.cvtColor(warp_image(image, M, (input_res, input_res)), cv2.COLOR_BGR2RGB)
-        out[i] = (crop.astype(np.float32) / 255.0 - mean).transpose(2, 0, 1)
+        out[i] = crop_input(read_image(images_dir / rec["img_paths"]), centres[i], BOX_PER_SCALE * scales[i],
+                            input_res, mean)
     return out
+
+
+def predict_image(model_or_backend: Any, image: np.ndarray, center: Sequence[float], box_size: float,
+                  input_res: int, flip_test: bool = False,
+                  mean_rgb: Sequence[float] = MPII_MEAN_RGB) -> np.ndarray:
+    """16 MPII keypoints ``(16, 3)`` [x, y, heatmap max] in image pixels for one in-memory BGR image (a video
+    frame, say), cropped as a square of ``box_size`` source pixels around ``center``."""
+    x = crop_input(image, center, box_size, input_res, np.asarray(mean_rgb, dtype=np.float32))[None]
+    heatmaps = predict_heatmaps(model_or_backend, np.ascontiguousarray(x), flip_test)
+    coords, maxvals = decode_heatmaps(heatmaps)
+    xy = _to_image(coords[0], center, box_size, heatmaps.shape[2:])
+    return np.concatenate([xy, maxvals[0, :, None]], axis=1)
 
 
 def flip_heatmaps_back(heatmaps: np.ndarray, flip_permutation: np.ndarray) -> np.ndarray:
@@ -131,8 +156,6 @@ def _predict(model_or_backend: Any, records: Sequence[dict], images_dir: Path, i
         batch = _crops(records[sl], images_dir, centres[sl], scales[sl], input_res, mean)
         heatmaps = predict_heatmaps(model_or_backend, batch, flip_test)
         coords, _ = decode_heatmaps(heatmaps)  # heatmap pixel coords
-        h, w = heatmaps.shape[2:]
         for j, i in enumerate(range(start, start + len(batch))):
-            back = invert_affine(crop_matrix(centres[i], BOX_PER_SCALE * scales[i], 0.0, (w, h)))
-            preds[i] = apply_affine(coords[j], back)
+            preds[i] = _to_image(coords[j], centres[i], BOX_PER_SCALE * scales[i], heatmaps.shape[2:])
     return preds
