@@ -114,6 +114,12 @@ def test_openpose_heatmap_cell_centres_sum_clip_and_background():
     assert hm[0, 5, 14] == 0.0 and hm[0, 5, 7] == 0.0     # 24 px away: exp(−576/98) < 0.01 is cut
 
 
+def test_openpose_heatmaps_without_people_keep_every_channel():
+    hm = encode_openpose_heatmaps(np.zeros((0, 18, 3)), (6, 4), stride=8, sigma=7)
+    assert hm.shape == (19, 4, 6)
+    assert hm[:18].max() == 0.0 and hm[18].min() == 1.0
+
+
 # ---------------------------------------------------------------------------------------------------------- PAFs
 def _naive_pafs(people, limbs, size, t):
     w, h = size

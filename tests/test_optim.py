@@ -142,6 +142,27 @@ def test_multistep_keeps_group_multipliers_and_constant_is_flat():
     opt = torch.optim.SGD([p], lr=0.1)
     assert _lrs(build_scheduler(opt, {"name": "constant"}, 3), opt, 7) == [0.1] * 7
     with pytest.raises(ValueError, match="unknown scheduler"):
-        build_scheduler(opt, {"name": "cosine"}, 3)
+        build_scheduler(opt, {"name": "poly"}, 3)
     with pytest.raises(ValueError, match="milestones"):
         build_scheduler(opt, {"name": "multistep", "milestones": [0]}, 3)
+
+
+def test_cosine_schedule_warms_up_then_anneals_to_the_floor():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = build_scheduler(opt, {"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.1}, 2, total_steps=6)
+    lrs = _lrs(sched, opt, 7)
+    assert lrs[0] == pytest.approx(0.001)                      # warm-up starts at lr/100
+    assert lrs[1] == pytest.approx(0.1 * (0.01 + 0.99 / 2))
+    assert lrs[2] == pytest.approx(0.1)                        # peak after one epoch (2 steps)
+    assert lrs[4] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))    # half-way through the cosine
+    assert lrs[6] == pytest.approx(0.01)                       # floor at the last step and after
+    state = sched.state_dict()
+    again = build_scheduler(opt, {"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.1}, 2, total_steps=6)
+    again.load_state_dict(state)
+    assert again.last_epoch == sched.last_epoch
+
+
+def test_cosine_schedule_needs_total_steps():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="total number of steps"):
+        build_scheduler(opt, {"name": "cosine"}, 3)

@@ -236,3 +236,39 @@ def test_datasets_get_their_epoch_also_when_wrapped():
     cfg = TrainConfig(epochs=3, batch_size=4, progress=False, optimizer={"name": "sgd", "lr": 0.01})
     Trainer(tiny.make_model(), ConcatDataset([a, b]), tiny.StepFn(), cfg).fit()
     assert a.epochs == [0, 1, 2] and b.epochs == [0, 1, 2]
+
+
+class _Images(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(i)
+        return {"x": torch.randn(3, 8, 8, generator=g), "y": torch.randn(4, 8, 8, generator=g)}
+
+
+def _conv_losses(channels_last: bool) -> tuple[list[float], torch.nn.Module]:
+    from pose.engine import Trainer
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+    losses: list[float] = []
+
+    def step(m, b):
+        loss = ((m(b["x"]) - b["y"]) ** 2).mean()
+        losses.append(float(loss))
+        return loss, {}
+
+    cfg = TrainConfig(epochs=2, batch_size=4, progress=False, channels_last=channels_last,
+                      optimizer={"name": "adam", "lr": 0.01})
+    Trainer(model, _Images(), step, cfg).fit()
+    return losses, model
+
+
+def test_channels_last_trains_the_same_net_in_nhwc():
+    ref, _ = _conv_losses(False)
+    nhwc, model = _conv_losses(True)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model[0].weight.is_contiguous()
+    assert nhwc == pytest.approx(ref, rel=1e-5)
+    with pytest.raises(PoseDataError, match="channels_last"):
+        TrainConfig.from_params({"channels_last": "yes"})

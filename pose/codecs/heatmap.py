@@ -103,35 +103,36 @@ def encode_openpose_heatmaps(people: np.ndarray, size: Sequence[int], stride: in
     people = np.asarray(people, dtype=np.float64)
     if people.ndim == 2:
         people = people[None]
-    k = people.shape[1] if people.size else 0
+    k = people.shape[1]  # (0, K, 3): no people still gives K keypoint channels
     out = np.zeros((k + 1, h, w), dtype=np.float32)
     if people.shape[0] == 0:
         out[-1] = 1.0
         return out
     x, y, v = people[..., 0], people[..., 1], people[..., 2]          # (P, K)
     use = (v <= 1) & np.isfinite(x) & np.isfinite(y)
-    x = np.where(use, x, -1e6)
-    y = np.where(use, y, -1e6)
-    shift = stride / 2.0 - 0.5
-    cx = np.arange(w, dtype=np.float64) * stride + shift                # cell centres, input pixels
-    cy = np.arange(h, dtype=np.float64) * stride + shift
+    kk = np.nonzero(use)[1]                                             # keypoint channel of each used point
+    x, y = x[use], y[use]                                               # (n,)
+    shift = stride / 2.0 - 0.5                                          # cell i's centre: i·stride + shift
 
-    def axis_window(p: np.ndarray, centres: np.ndarray, n: int) -> np.ndarray:
-        # cells [max(int(p−4σ),0)//stride, min(int(p+4σ), n·stride)//stride) as in the reference
-        lo = np.maximum(np.trunc(p - 4 * sigma), 0) // stride
-        hi = np.minimum(np.trunc(p + 4 * sigma), n * stride) // stride
-        cells = np.arange(n)
-        return (cells >= lo[..., None]) & (cells < hi[..., None])
+    def axis_window(p: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # cells [max(int(p−4σ),0)//stride, min(int(p+4σ), n·stride)//stride) as in the reference; every point
+        # gets the same number of window slots (the widest window), slots past its window get weight 0
+        lo = (np.maximum(np.trunc(p - 4 * sigma), 0) // stride).astype(np.int64)
+        hi = (np.minimum(np.trunc(p + 4 * sigma), n * stride) // stride).astype(np.int64)
+        span = int(max((hi - lo).max(initial=0), 0))
+        cells = lo[:, None] + np.arange(span)                           # (n, span)
+        inside = (cells < hi[:, None]) & (cells < n)
+        e = (cells * stride + shift - p[:, None]) ** 2 / (2 * sigma ** 2)
+        return np.minimum(cells, n - 1), inside, e
 
-    ex = (cx - x[..., None]) ** 2 / (2 * sigma ** 2)                   # (P, K, w)
-    ey = (cy - y[..., None]) ** 2 / (2 * sigma ** 2)                   # (P, K, h)
-    wx = axis_window(x, cx, w) & use[..., None]
-    wy = axis_window(y, cy, h)
+    cx, in_x, ex = axis_window(x, w)
+    cy, in_y, ey = axis_window(y, h)
     # exp(−(ex+ey)) = exp(−ex)·exp(−ey): separable values, the ln 100 cut-off is the only 2-D test
-    gx = np.where(wx, np.exp(-ex), 0.0)
-    gy = np.where(wy, np.exp(-ey), 0.0)
-    cut = (ey[..., :, None] + ex[..., None, :]) <= _LN100               # (P, K, h, w)
-    g = (gy[..., :, None] * gx[..., None, :] * cut).sum(axis=0)         # (K, h, w)
+    gx = np.where(in_x, np.exp(-ex), 0.0)
+    gy = np.where(in_y, np.exp(-ey), 0.0)
+    vals = gy[:, :, None] * gx[:, None, :] * ((ey[:, :, None] + ex[:, None, :]) <= _LN100)   # (n, wy, wx)
+    flat = (kk[:, None, None] * h + cy[:, :, None]) * w + cx[:, None, :]
+    g = np.bincount(flat.ravel(), weights=vals.ravel(), minlength=k * h * w).reshape(k, h, w)
     out[:k] = np.minimum(g, 1.0)
     out[k] = 1.0 - out[:k].max(axis=0)
     return out

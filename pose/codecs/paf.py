@@ -1,4 +1,4 @@
-"""Part affinity fields (REFERENCE B3), encoded with whole-grid numpy masks.
+"""Part affinity fields (REFERENCE B3), encoded with numpy masks over each limb's bounding box.
 
 For limb ``(a, b)`` of a person whose two ends both have v' ≤ 1 (visible or occluded; v' = 2 is unlabelled or
 outside), every cell within ``thickness`` cells of the limb's line and inside the limb's bounding box grown by
@@ -17,8 +17,8 @@ def encode_pafs(people: np.ndarray, limbs: Sequence[Sequence[int]], size: Sequen
     """(2L, h, w) float32: channel ``2i`` holds x and ``2i+1`` holds y of limb ``i``.
 
     ``people`` (P, K, 3) are ``[x, y, v']`` in map (cell) coordinates; ``size = (w, h)`` is the map size.
-    All limbs of a person are computed at once; the only loop is over people, kept so that overwriting
-    follows their order.
+    All limbs of all people are computed at once on their bounding boxes (padded to the widest box) and
+    written in person order, so that later people overwrite earlier ones.
     """
     w, h = int(size[0]), int(size[1])
     limbs_arr = np.asarray(limbs, dtype=np.int64).reshape(-1, 2)
@@ -37,23 +37,26 @@ def encode_pafs(people: np.ndarray, limbs: Sequence[Sequence[int]], size: Sequen
     u = d / np.where(valid, norm, 1.0)[..., None]             # (P, L, 2) unit vectors
 
     # bounding box grown by thickness, truncated like the reference: cells [lo, hi)
-    lo = np.trunc(np.maximum(np.minimum(a[..., :2], b[..., :2]) - thickness, 0))
-    hi = np.trunc(np.minimum(np.maximum(a[..., :2], b[..., :2]) + thickness, [w, h]))
-    xs = np.arange(w, dtype=np.float64)
-    ys = np.arange(h, dtype=np.float64)
-    in_x = (xs >= lo[..., 0:1]) & (xs < hi[..., 0:1])         # (P, L, w)
-    in_y = (ys >= lo[..., 1:2]) & (ys < hi[..., 1:2])         # (P, L, h)
+    with np.errstate(invalid="ignore"):                       # NaN ends are not valid anyway
+        lo = np.trunc(np.maximum(np.minimum(a[..., :2], b[..., :2]) - thickness, 0))
+        hi = np.trunc(np.minimum(np.maximum(a[..., :2], b[..., :2]) + thickness, [w, h]))
+        live = valid & np.all(hi > lo, axis=-1)               # (P, L)
+    if not live.any():
+        return out
+    pi, li = np.nonzero(live)                                 # person-major: later people come later
+    lo, hi = lo[pi, li].astype(np.int64), hi[pi, li].astype(np.int64)  # (n, 2) each
+    a0, ue = a[pi, li, :2], u[pi, li]
+    span = (hi - lo).max(axis=0)                              # widest box, so all boxes share one array
+    xs = lo[:, 0:1] + np.arange(span[0])                      # (n, sx) cells of each box
+    ys = lo[:, 1:2] + np.arange(span[1])                      # (n, sy)
     # distance of every cell to the limb's line: |(x − xa)·uy − (y − ya)·ux|
-    px = (xs - a[..., 0:1]) * u[..., 1:2]                     # (P, L, w)
-    py = (ys - a[..., 1:2]) * u[..., 0:1]                     # (P, L, h)
-    live_any = valid & in_x.any(axis=2) & in_y.any(axis=2)    # (P, L)
-    for p in range(people.shape[0]):
-        live = np.flatnonzero(live_any[p])
-        if live.size == 0:
-            continue
-        on = np.abs(px[p, live, None, :] - py[p, live, :, None]) <= thickness        # (l, h, w)
-        on &= in_x[p, live, None, :] & in_y[p, live, :, None]
-        for c in (0, 1):
-            ch = 2 * live + c
-            out[ch] = np.where(on, u[p, live, c, None, None].astype(np.float32), out[ch])
+    px = (xs - a0[:, 0:1]) * ue[:, 1:2]
+    py = (ys - a0[:, 1:2]) * ue[:, 0:1]
+    on = np.abs(px[:, None, :] - py[:, :, None]) <= thickness                     # (n, sy, sx)
+    on &= (xs < hi[:, 0:1])[:, None, :] & (ys < hi[:, 1:2])[:, :, None]
+    e, iy, ix = np.nonzero(on)                                # C order keeps people in order
+    cell = ys[e, iy] * w + xs[e, ix]
+    flat = out.reshape(-1)
+    for c in (0, 1):  # repeated indices: the last write (the later person) wins, as in the reference
+        flat[(2 * li[e] + c) * (h * w) + cell] = ue[e, c].astype(np.float32)
     return out
