@@ -272,3 +272,18 @@ def test_channels_last_trains_the_same_net_in_nhwc():
     assert nhwc == pytest.approx(ref, rel=1e-5)
     with pytest.raises(PoseDataError, match="channels_last"):
         TrainConfig.from_params({"channels_last": "yes"})
+
+
+def test_code_change_starts_fresh_and_cosine_length_is_part_of_the_fingerprint(tmp_path, monkeypatch):
+    import pose.engine.trainer as trainer_module
+    cfg = {**BASE, "max_steps": 4, "run_dir": str(tmp_path / "run")}
+    tiny.run(cfg)
+    tr, s, _ = tiny.run({**cfg, "max_steps": 5})
+    assert s["resumed_from_step"] == 4                          # same code and settings: continues
+    monkeypatch.setattr(trainer_module, "source_digest", lambda: "edited-source")
+    tr, s, _ = tiny.run({**cfg, "max_steps": 5})
+    assert s["resumed_from_step"] == 0 and "changed: code" in tr.resume_info
+    cos = {**cfg, "scheduler": {"name": "cosine"}}
+    tiny.run(cos)
+    tr, s, _ = tiny.run({**cos, "max_steps": 5})                # a longer cosine is another trajectory
+    assert s["resumed_from_step"] == 0 and "total_steps" in tr.resume_info

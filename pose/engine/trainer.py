@@ -12,14 +12,17 @@ loading them and continues exactly where the killed run was.
 
 Resume. ``run_dir/last.pt`` is written atomically every ``checkpoint_every`` optimizer steps and at every
 epoch end. It carries a fingerprint of everything that changes the training trajectory (batch size,
-accumulation, seed, AMP, optimizer, schedule, clipping, start weights, arch, dataset size, world size and the
-caller's ``fingerprint_extra``). ``epochs`` / ``max_steps`` are deliberately not in it: raising them
-continues a finished run. A matching checkpoint is resumed; otherwise training starts fresh and says why.
+accumulation, seed, AMP, optimizer, schedule, clipping, start weights, arch, dataset size, world size, the
+caller's ``fingerprint_extra`` and a digest of the ``pose`` package's source, so that a stage re-run after a code
+change trains afresh instead of "resuming" the finished run of the old code). ``epochs`` / ``max_steps`` are
+deliberately not in it: raising them continues a finished run (except under a cosine schedule, whose shape
+depends on the run's length). A matching checkpoint is resumed; otherwise training starts fresh and says why.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -120,6 +123,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """sha256 (16 hex) over the ``pose`` package's ``.py`` / ``.json`` files: the code a training run ran."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------------- seeding
@@ -293,9 +306,12 @@ class Trainer:
             cleanup_distributed(ctx)
 
     # -------------------------------------------------------------------------------------------- setup
-    def _fingerprint_items(self, ctx: DistContext) -> dict[str, Any]:
+    def _fingerprint_items(self, ctx: DistContext, total: int) -> dict[str, Any]:
         cfg = self.config
         items: dict[str, Any] = {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}
+        items["code"] = source_digest()
+        if str(cfg.scheduler.get("name", "")).lower() == "cosine":
+            items["total_steps"] = total
         if cfg.weights:
             items["weights"] = {"path": str(cfg.weights), "sha256": _file_digest(cfg.weights)
                                 if os.path.exists(cfg.weights) else None}
@@ -393,7 +409,7 @@ class Trainer:
         scheduler = build_scheduler(optimizer, cfg.scheduler, spe, total)
         amp_dtype = _amp_dtype(cfg.amp, ctx.device)
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16)
-        items = self._fingerprint_items(ctx)
+        items = self._fingerprint_items(ctx, total)
         fingerprint = self._hash(items)
 
         ckpt = self._try_resume(fingerprint, items, total)
