@@ -13,7 +13,7 @@ from prefect import flow
 from flows._main import run_flow
 from flows._params import load_params
 from pose.evaluation.pckh import format_table
-from pose.recipes.fpd import ROLES, MpiiPaths, resolve_profile
+from pose.recipes.fpd import ROLES, MpiiPaths, decode_args, resolve_profile
 from tasks.fpd import evaluate_mpii
 
 MODELS = {role: f"models/train_{role}/model.pt" for role in ROLES}
@@ -27,7 +27,7 @@ def eval_mpii(params: dict | None = None) -> dict:
     results = evaluate_mpii(MODELS, MpiiPaths.from_params(p["mpii"]), int(cfg["input_res"]), "metrics/mpii",
                             "models/eval_mpii", "plots/pckh", "plots/pckh_curve.png",
                             "plots/mpii_predictions.png", bool(cfg.get("flip_test", False)),
-                            int(ev.get("grid_images", 4)))
+                            int(ev.get("grid_images", 4)), *decode_args(cfg))
     print(format_table(results))
     return json.loads(json.dumps(results, default=str))
 

@@ -137,11 +137,11 @@ def _input_res(model: OpenedModel, requested: int | None) -> int:
 
 # ======================================================================================================== predict
 def predict_single(runner: Runner, image: np.ndarray, center: Sequence[float], box_size: float, input_res: int,
-                   flip_test: bool = False) -> np.ndarray:
+                   flip_test: bool = False, decode: str = "reference") -> np.ndarray:
     """16 MPII keypoints ``(16, 3)`` [x, y, heatmap max] in image pixels (:func:`pose.predict.single_person.predict_image`)."""
     from pose.predict.single_person import predict_image
 
-    return predict_image(runner, image, center, box_size, input_res, flip_test)
+    return predict_image(runner, image, center, box_size, input_res, flip_test, decode=decode)
 
 
 def _crop_of(image: np.ndarray, center: Sequence[float] | None, scale: float | None) -> tuple[np.ndarray, float]:
@@ -286,7 +286,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     drawn = _draw(drawn, pose.keypoints, OPENPOSE18, threshold, pid)
             else:
                 center, box = _crop_of(image, args.center, args.scale)
-                kp = predict_single(model.runner, image, center, box, res, args.flip)
+                kp = predict_single(model.runner, image, center, box, res, args.flip, args.decode)
                 if smoother is not None:
                     kp[:, :2] = smoother(kp[:, :2])
                 results.append({"image_id": image_id, "keypoints": [float(v) for v in kp.ravel()],
@@ -471,7 +471,7 @@ def _eval_hourglass(model: OpenedModel, args: argparse.Namespace) -> tuple[dict,
         raise PoseDataError(gt_path, f"{gt.joints.shape[0]} people in the protocol file but {len(records)} val "
                                      f"records in {dataset}", field="pos_gt_src")
     preds = predict_mpii(model.runner, records, images, _input_res(model, args.input_res), flip_test=args.flip,
-                         batch_size=args.batch_size, progress=not args.quiet)
+                         batch_size=args.batch_size, progress=not args.quiet, decode=args.decode)
     result = pckh(preds, gt)
     if args.preds_mat:
         from pose.data.mpii import write_preds_mat
@@ -544,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float,
                    help="hourglass: MPII scale (person height / 200 px); default: the whole image is the crop")
     p.add_argument("--flip", action="store_true", help="hourglass: flip test")
+    p.add_argument("--decode", choices=("reference", "dark"), default="reference",
+                   help="hourglass: heatmap decode (reference: argmax ±0.25; dark: sub-pixel Newton step)")
     p.add_argument("--draw-threshold", type=float, help="draw keypoints whose score exceeds this")
     p.add_argument("--video-ext", default=".mp4", choices=(".mp4", ".avi"), help="video output container")
     p.add_argument("--no-images", action="store_true", help="write only the JSON for image inputs")
@@ -587,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "the dataset)")
     p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else 256)")
     p.add_argument("--flip", action="store_true", help="hourglass: flip test")
+    p.add_argument("--decode", choices=("reference", "dark"), default="reference",
+                   help="hourglass: heatmap decode (reference: argmax ±0.25; dark: sub-pixel Newton step)")
     p.add_argument("--batch-size", type=int, default=16, help="hourglass: batch size")
     p.add_argument("--preds-mat", help="hourglass: also write the predictions .mat (1-based)")
     p.add_argument("--mode", choices=("val", "demo"), default="val",

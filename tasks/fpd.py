@@ -21,10 +21,10 @@ def train_hourglass_role(cfg: dict, role: str, paths: recipe.MpiiPaths, out_path
 
 @task(cache_policy=NO_CACHE)
 def evaluate_mpii(models: dict, paths: recipe.MpiiPaths, input_res: int, out_dir: str, preds_dir: str,
-                  curve_dir: str, curve_png: str, grid_png: str, flip_test: bool, grid_images: int
-                  ) -> dict[str, Any]:
+                  curve_dir: str, curve_png: str, grid_png: str, flip_test: bool, grid_images: int,
+                  decode: str = "reference", sigma: float = 1.0) -> dict[str, Any]:
     return recipe.evaluate_models(models, paths, input_res, out_dir, preds_dir, curve_dir, curve_png, grid_png,
-                                  flip_test=flip_test, grid_images=grid_images)
+                                  flip_test=flip_test, grid_images=grid_images, decode=decode, sigma=sigma)
 
 
 @task(cache_policy=NO_CACHE)

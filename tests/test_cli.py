@@ -281,6 +281,11 @@ def test_eval_hourglass_pckh_equals_library(tiny, tmp_path, capsys):
     assert got["counts"] == ref["counts"] and sum(got["counts"].values()) > 0
     for k in ("Head", "Wrist", "Mean"):
         assert got[k] == pytest.approx(ref[k])
+    assert main(["eval", str(tiny / "hourglass.pt"), "--dataset", str(ann), "--input-res", "64", "--quiet",
+                 "--decode", "dark", "--preds-mat", str(tmp_path / "dark.mat")]) == 0
+    from scipy.io import loadmat
+    dark = predict_mpii(model, val, ann.parent / "images", 64, decode="dark")
+    np.testing.assert_allclose(loadmat(tmp_path / "dark.mat")["preds"], dark + 1.0, atol=1e-6)  # .mat is 1-based
 
 
 def test_eval_openpose_constant_model_scores_high_ap(tiny, tmp_path, capsys):

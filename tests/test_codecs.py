@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pose.codecs.heatmap import decode_heatmaps, encode_heatmaps, encode_openpose_heatmaps, heatmap_weights
+from pose.codecs.heatmap import decode_heatmaps, decode_heatmaps_dark, encode_heatmaps, encode_openpose_heatmaps, heatmap_weights
 from pose.codecs.paf import encode_pafs
 from pose.skeletons import OPENPOSE18
 
@@ -61,6 +61,42 @@ def test_decode_shift_direction_and_border():
     coords, maxvals = decode_heatmaps(hm)
     np.testing.assert_allclose(coords[0], [[4.25, 3.75], [3, 0], [1.75, 6.25]])
     np.testing.assert_allclose(maxvals[0], [1, 1, 1])
+
+
+def test_dark_decode_recovers_gaussian_centres_exactly():
+    """Log of a Gaussian is quadratic, so one Newton step on the log map lands on the centre (no blur); with the
+    blur (a Gaussian of the same sigma, truncated) the centre moves by well under a tenth of a cell."""
+    pts = np.array([[5.3, 7.6], [9.8, 4.1], [3.5, 3.5]])
+    hm = encode_heatmaps(pts, np.ones(3, bool), (16, 16), sigma=1.5)
+    coords, maxvals = decode_heatmaps_dark(hm[None], sigma=1.5, blur=False)
+    np.testing.assert_allclose(coords[0], pts, atol=1e-4)
+    np.testing.assert_allclose(maxvals[0], hm.reshape(3, -1).max(axis=1))
+    blurred, _ = decode_heatmaps(torch.from_numpy(hm[None]), method="dark_blur", sigma=1.5)
+    np.testing.assert_allclose(decode_heatmaps(hm[None], method="dark")[0], coords)
+    assert np.abs(blurred[0] - pts).max() < 0.1
+    ref, _ = decode_heatmaps(hm[None])
+    assert np.abs(ref[0] - pts).max() > 0.1                  # the reference is coarser on the same maps
+
+
+def test_dark_decode_hand_computed_and_fallbacks():
+    # log values around the peak (row 2, col 2): x-direction 0, -1 (left), -3 (right) -> gx = (-3 - -1) / 2 = -1,
+    # hxx = -3 - 0 - 1 = -4;
+    # y-direction symmetric (-2, -2) -> gy = 0, hyy = -4; equal corners, no cross term -> offset x = -gx / hxx = -0.25
+    hm = np.full((1, 4, 5, 5), 1e-3, np.float64)
+    hm[0, 0, 2, 2], hm[0, 0, 2, 1], hm[0, 0, 2, 3] = 1.0, np.exp(-1.0), np.exp(-3.0)
+    hm[0, 0, 1, 2] = hm[0, 0, 3, 2] = np.exp(-2.0)
+    hm[0, 0, 1, 1] = hm[0, 0, 1, 3] = hm[0, 0, 3, 1] = hm[0, 0, 3, 3] = np.exp(-4.0)
+    hm[0, 1, 0, 3] = 1.0                                     # peak on the border: plain argmax
+    hm[0, 2, 2, 2] = 1.0
+    hm[0, 2, 2, 1] = 0.0                                     # a non-positive neighbour: plain argmax
+    hm[0, 3, 2, 2], hm[0, 3, 2, 1], hm[0, 3, 2, 3], hm[0, 3, 1, 2], hm[0, 3, 3, 2] = 1.0, 0.9, 0.9, 0.5, 0.5
+    hm[0, 3, 1, 1] = hm[0, 3, 3, 3] = 0.99                   # a ridge along the diagonal: saddle, det(H) < 0
+    coords, maxvals = decode_heatmaps_dark(hm, blur=False)
+    np.testing.assert_allclose(coords[0, 0], [2.0 - 0.25, 2.0], atol=1e-6)
+    np.testing.assert_allclose(coords[0, 1:], [[3, 0], [2, 2], [2, 2]])
+    np.testing.assert_allclose(maxvals[0], 1.0)
+    with pytest.raises(ValueError, match="unknown heatmap decode"):
+        decode_heatmaps(hm, method="softargmax")
 
 
 # ------------------------------------------------------------------------------------------------- OpenPose maps

@@ -186,3 +186,45 @@ def test_profiles_and_validation():
     bad_res["profiles"]["sample"]["input_res"] = 96
     with pytest.raises(PoseDataError, match="multiple of 64"):
         fpd.resolve_profile(bad_res)
+
+
+NO_AUG = {"scale_factor": 0.0, "rot_factor": 0.0, "rot_prob": 0.0, "flip_prob": 0.0, "color_factor": 0.0}
+
+
+def test_profile_target_and_decode_override():
+    sec = copy.deepcopy(SECTION)
+    sec["profiles"]["sample"].update(target={"sigma": 1.5}, decode="dark")
+    cfg = fpd.resolve_profile(sec)
+    assert cfg["target"] == {"weight": "labelled", "subpixel": True, "sigma": 1.5}   # merged key by key
+    assert fpd.decode_args(cfg) == ("dark", 1.5)
+    assert fpd.decode_args(fpd.resolve_profile({**sec, "profile": "paper"})) == ("reference", 1.0)
+    sec["profiles"]["sample"]["decode"] = "softargmax"
+    with pytest.raises(PoseDataError, match="decode"):
+        fpd.resolve_profile(sec)
+
+
+def test_cached_soft_targets_equal_the_teacher_and_the_step(trained):
+    """With augmentation off the inputs repeat every epoch: the teacher's outputs are computed once, and the FPD
+    step on the cached targets gives the loss of the on-the-fly teacher."""
+    root, paths, _ = trained
+    sec = copy.deepcopy(SECTION)
+    sec["profiles"]["sample"]["augment"] = dict(NO_AUG)
+    cfg = fpd.resolve_profile(sec)
+    assert fpd.deterministic_inputs(cfg) and not fpd.deterministic_inputs(fpd.resolve_profile(SECTION))
+    ds = fpd.build_train_set(cfg, "student_fpd_unlabeled", paths)
+    teacher, _ = load_model(root / "models" / "teacher.pt")
+    soft = fpd.teacher_soft_targets(teacher, ds, batch_size=4)
+    cached = fpd.WithSoftTargets(ds, soft)
+    assert len(cached) == len(ds) and soft.shape == (len(ds), 16, 16, 16)
+    items = [cached[0], cached[len(ds) - 1]]
+    batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+    with torch.no_grad():
+        live = teacher(batch["image"])[-1]
+    torch.testing.assert_close(batch["soft"], live, rtol=1e-4, atol=1e-4)   # other batch size
+    student = HourglassNet(2, 1, mobile=True).eval()
+    step = fpd.make_fpd_step(teacher, alpha=0.5)
+    on_fly = {k: v for k, v in batch.items() if k != "soft"}
+    torch.testing.assert_close(step(student, batch)[0], step(student, on_fly)[0], rtol=1e-5, atol=1e-7)
+    out = fpd.train_role(cfg, "student_fpd", paths, root / "models" / "fpd_cached.pt", run_dir=root / "runs" / "c",
+                         teacher_path=root / "models" / "teacher.pt", validate=False)
+    assert out["step"] == 1 and np.isfinite(out["loss"])

@@ -197,3 +197,21 @@ def test_params_profiles_resolve_and_paper_matches_reference():
         assert cfg["scheduler"] == {"name": "multistep", "milestones": [100, 200, 260], "gamma": 0.333}
     with pytest.raises(PoseDataError, match="openpose.profile"):
         R.resolve_profile({**section, "profile": "nope"})
+
+
+def test_sample_profile_builds_valid_configs_and_scales_jitter_to_its_crop():
+    """Every step of the default profile gives a valid TrainConfig (a step without milestones keeps the profile's
+    scheduler), its data keys are dataset keys, and the centre jitter is scaled to the crop (LWOP's 40 px belong
+    to a 368 px input; on a 96 px crop they push the person out of the centre)."""
+    from pose.engine.trainer import TrainConfig
+
+    section = yaml.safe_load((ROOT / "params.yaml").read_text())["openpose"]
+    sample = R.resolve_profile(section)
+    assert set(sample["data"]) <= set(R.DATASET_KEYS)
+    for step in R.STEPS:
+        cfg = R.train_config_dict(sample, step, "runs/x", "models/x.pt")
+        TrainConfig.from_params(cfg).validate()
+        if "milestones" not in sample["steps"][step]:
+            assert cfg["scheduler"] == sample["train"]["scheduler"]
+    size = sample["data"]["input_size"]
+    assert sample["data"].get("center_perturb", 40.0) <= 40.0 * size / 368 + 1

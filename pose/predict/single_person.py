@@ -1,7 +1,7 @@
 """Single-person (MPII) inference: crop each record around its person, run the net, map joints back.
 
 The crop is the one training uses (REFERENCE A2): centre ``objpos`` moved down by ``15·s`` and box ``200·s·1.25``
-source pixels, no rotation. The last stack's heatmaps are decoded (argmax ± 0.25) and mapped to the original image
+source pixels, no rotation. The last stack's heatmaps are decoded (argmax ± 0.25 by default, or ``decode='dark'``: :func:`pose.codecs.heatmap.decode_heatmaps_dark`) and mapped to the original image
 with the inverse of the heatmap-resolution crop affine, so predictions are internal (0-based) image coordinates.
 """
 from __future__ import annotations
@@ -90,12 +90,14 @@ def _crops(records: Sequence[dict], images_dir: Path, centres: np.ndarray, scale
 
 def predict_image(model_or_backend: Any, image: np.ndarray, center: Sequence[float], box_size: float,
                   input_res: int, flip_test: bool = False,
-                  mean_rgb: Sequence[float] = MPII_MEAN_RGB) -> np.ndarray:
+                  mean_rgb: Sequence[float] = MPII_MEAN_RGB, decode: str = "reference",
+                  sigma: float = 1.0) -> np.ndarray:
     """16 MPII keypoints ``(16, 3)`` [x, y, heatmap max] in image pixels for one in-memory BGR image (a video
-    frame, say), cropped as a square of ``box_size`` source pixels around ``center``."""
+    frame, say), cropped as a square of ``box_size`` source pixels around ``center``. ``decode`` / ``sigma``: the
+    heatmap decode method and the targets' sigma (:func:`pose.codecs.heatmap.decode_heatmaps`)."""
     x = crop_input(image, center, box_size, input_res, np.asarray(mean_rgb, dtype=np.float32))[None]
     heatmaps = predict_heatmaps(model_or_backend, np.ascontiguousarray(x), flip_test)
-    coords, maxvals = decode_heatmaps(heatmaps)
+    coords, maxvals = decode_heatmaps(heatmaps, decode, sigma)
     xy = _to_image(coords[0], center, box_size, heatmaps.shape[2:])
     return np.concatenate([xy, maxvals[0, :, None]], axis=1)
 
@@ -122,12 +124,13 @@ def predict_heatmaps(model_or_backend: Any, images: np.ndarray, flip_test: bool 
 
 def predict_mpii(model_or_backend: Any, records: Sequence[dict], images_dir: str | os.PathLike, input_res: int,
                  flip_test: bool = False, batch_size: int = 16, mean_rgb: Sequence[float] = MPII_MEAN_RGB,
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False, decode: str = "reference", sigma: float = 1.0) -> np.ndarray:
     """Predict the 16 MPII joints of every record: ``(N,16,2)`` float64 internal image coordinates.
 
     ``model_or_backend``: a torch module returning per-stack heatmaps, or a backend (``N×3×H×W`` array → list of
     arrays). ``records``: MPII person records (``img_paths`` relative to ``images_dir``, ``objpos``,
-    ``scale_provided``). A torch module runs in eval mode; its previous mode is restored afterwards (this is
+    ``scale_provided``). ``decode`` / ``sigma``: heatmap decode method (``reference`` | ``dark``) and the targets'
+    Gaussian sigma (:func:`pose.codecs.heatmap.decode_heatmaps`). A torch module runs in eval mode; its previous mode is restored afterwards (this is
     called from training loops for validation).
     """
     was_training = isinstance(model_or_backend, nn.Module) and model_or_backend.training
@@ -135,14 +138,15 @@ def predict_mpii(model_or_backend: Any, records: Sequence[dict], images_dir: str
         model_or_backend.eval()
     try:
         return _predict(model_or_backend, records, Path(images_dir), input_res, flip_test, batch_size, mean_rgb,
-                        progress)
+                        progress, decode, sigma)
     finally:
         if was_training:
             model_or_backend.train()
 
 
 def _predict(model_or_backend: Any, records: Sequence[dict], images_dir: Path, input_res: int, flip_test: bool,
-             batch_size: int, mean_rgb: Sequence[float], progress: bool) -> np.ndarray:
+             batch_size: int, mean_rgb: Sequence[float], progress: bool, decode: str = "reference",
+             sigma: float = 1.0) -> np.ndarray:
     mean = np.asarray(mean_rgb, dtype=np.float32)
     centres, scales = crop_center_scale(records)
     preds = np.zeros((len(records), MPII16.num_keypoints, 2), dtype=np.float64)
@@ -155,7 +159,7 @@ def _predict(model_or_backend: Any, records: Sequence[dict], images_dir: Path, i
         sl = slice(start, start + batch_size)
         batch = _crops(records[sl], images_dir, centres[sl], scales[sl], input_res, mean)
         heatmaps = predict_heatmaps(model_or_backend, batch, flip_test)
-        coords, _ = decode_heatmaps(heatmaps)  # heatmap pixel coords
+        coords, _ = decode_heatmaps(heatmaps, decode, sigma)  # heatmap pixel coords
         for j, i in enumerate(range(start, start + len(batch))):
             preds[i] = _to_image(coords[j], centres[i], BOX_PER_SCALE * scales[i], heatmaps.shape[2:])
     return preds

@@ -10,6 +10,10 @@ Roles (:data:`ROLES`):
 - ``student_fpd``: the same student, ``α·kd + (1−α)·gt`` against the frozen teacher's last stack.
 - ``student_fpd_unlabeled``: as ``student_fpd`` plus unlabelled images (``+ kd_u``).
 
+When the profile's augmentation is all off (``augment`` knobs 0) a training input is the same at every epoch, so the
+distilled roles run the teacher once over the training set (:func:`teacher_soft_targets`) instead of every step.
+``decode`` (profile key): the heatmap decode of validation and evaluation, ``reference`` (A4) or ``dark``.
+
 Targets (``target.weight``): ``labelled`` (default) draws every labelled joint, visible or occluded, with weight 1
 and weight 0 for unlabelled joints — MPII's PCKh counts occluded labelled joints, so the net must learn them;
 ``visible`` draws and weights visible joints only (FPD-O); ``reference`` is FPD-U (every labelled joint drawn,
@@ -38,7 +42,8 @@ log = logging.getLogger(__name__)
 ROLES = ("teacher", "student", "student_fpd", "student_fpd_unlabeled")
 DISTILLED = ("student_fpd", "student_fpd_unlabeled")
 COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
-PROFILE_KEYS = ("input_res", "flip_test", "train", "roles", "augment")
+PROFILE_KEYS = ("input_res", "flip_test", "train", "roles", "augment", "target", "decode")
+DECODES = ("reference", "dark", "dark_blur")  # pose.codecs.heatmap.decode_heatmaps methods
 # MpiiDataset augmentation knobs a profile may set (REFERENCE A2 values are the dataset defaults)
 AUGMENT_KEYS = ("scale_factor", "rot_factor", "rot_prob", "flip_prob", "color_factor")
 
@@ -62,8 +67,8 @@ class MpiiPaths:
 
 # ------------------------------------------------------------------------------------------------------ params
 def resolve_profile(section: Mapping[str, Any], source: str = "params.yaml") -> dict[str, Any]:
-    """The ``fpd`` section with the selected profile's keys (``input_res``, ``flip_test``, ``train``, ``roles``)
-    merged in at the top level; a copy. Bad values raise ``PoseDataError`` naming the field."""
+    """The ``fpd`` section with the selected profile's keys (``input_res``, ``flip_test``, ``train``, ``roles``,
+    ``augment``, ``target``, ``decode``) merged in at the top level (``train`` and ``target`` key by key); a copy. Bad values raise ``PoseDataError`` naming the field."""
     cfg = copy.deepcopy(dict(section))
     profiles = cfg.pop("profiles", None)
     name = cfg.get("profile")
@@ -74,8 +79,13 @@ def resolve_profile(section: Mapping[str, Any], source: str = "params.yaml") -> 
     if unknown:
         raise PoseDataError(source, f"unknown key(s) {sorted(unknown)}", field=f"fpd.profiles.{name}")
     shared_train = dict(cfg.get("train") or {})
+    shared_target = dict(cfg.get("target") or {})
     cfg.update(prof)
     cfg["train"] = {**shared_train, **dict(prof.get("train") or {})}
+    cfg["target"] = {**shared_target, **dict(prof.get("target") or {})}
+    decode = cfg.setdefault("decode", "reference")
+    if decode not in DECODES:
+        raise PoseDataError(source, f"must be one of {DECODES}, got {decode!r}", field=f"fpd.profiles.{name}.decode")
     res = cfg.get("input_res")
     if not isinstance(res, int) or res < 64 or res % 64:
         raise PoseDataError(source, f"must be a positive multiple of 64, got {res!r}",
@@ -96,6 +106,11 @@ def resolve_profile(section: Mapping[str, Any], source: str = "params.yaml") -> 
                             f"{AUGMENT_KEYS}", field=f"fpd.profiles.{name}.augment")
     cfg["augment"] = augment
     return cfg
+
+
+def decode_args(cfg: Mapping[str, Any]) -> tuple[str, float]:
+    """``(decode, sigma)`` of a resolved config: the profile's heatmap decode and the targets' Gaussian sigma."""
+    return str(cfg.get("decode", "reference")), float((cfg.get("target") or {}).get("sigma", 1.0))
 
 
 def role_arch(cfg: Mapping[str, Any], role: str) -> dict[str, Any]:
@@ -167,17 +182,59 @@ def make_fpd_step(teacher: nn.Module, alpha: float = 0.5) -> Callable[[nn.Module
 
     def step(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["image"]
-        if next(teacher.parameters()).device != x.device:
-            teacher.to(x.device)
-        with torch.no_grad():
-            soft = teacher(x)[-1]
+        if "soft" in batch:  # cached by teacher_soft_targets (deterministic inputs)
+            soft = batch["soft"]
+        else:
+            if next(teacher.parameters()).device != x.device:
+                teacher.to(x.device)
+            with torch.no_grad():
+                soft = teacher(x)[-1]
         return fpd_loss(model(x), soft, batch["target"], batch["labeled"], alpha, batch["target_weight"])
 
     return step
 
 
-def make_val_fn(paths: MpiiPaths, input_res: int, flip_test: bool = False) -> Callable[[nn.Module], dict[str, float]]:
-    """``val_fn`` for the trainer: PCKh@0.5 Mean (the A4 protocol) on the val split."""
+class WithSoftTargets(Dataset):
+    """``base`` items plus ``soft``: the frozen teacher's last-stack heatmaps of the same (deterministic) input,
+    computed once by :func:`teacher_soft_targets` instead of at every epoch."""
+
+    def __init__(self, base: Dataset, soft: torch.Tensor) -> None:
+        if len(base) != len(soft):  # type: ignore[arg-type]
+            raise ValueError(f"{len(soft)} soft targets for {len(base)} items")  # type: ignore[arg-type]
+        self.base, self.soft = base, soft
+
+    def __len__(self) -> int:
+        return len(self.soft)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.base[index], "soft": self.soft[index]}
+
+
+def deterministic_inputs(cfg: Mapping[str, Any]) -> bool:
+    """True when the profile's augmentation is all off (every ``augment`` knob 0 and given), so a training item's
+    input image is the same at every epoch and the teacher's output can be cached."""
+    augment = cfg.get("augment") or {}
+    return all(float(augment.get(k, 1.0)) == 0.0 for k in ("scale_factor", "rot_factor", "flip_prob", "color_factor"))
+
+
+def teacher_soft_targets(teacher: nn.Module, data: Dataset, batch_size: int = 32, amp: str = "off",
+                         channels_last: bool = False) -> torch.Tensor:
+    """The frozen teacher's last-stack heatmaps ``(N, K, h, w)`` float32 of every item of ``data`` (eval mode,
+    no gradients; ``amp='bf16'`` / ``channels_last`` as in training)."""
+    freeze(teacher)
+    model = teacher.to(memory_format=torch.channels_last) if channels_last else teacher
+    out = []
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+        for start in range(0, len(data), batch_size):  # type: ignore[arg-type]
+            x = torch.stack([data[i]["image"] for i in range(start, min(start + batch_size, len(data)))])  # type: ignore[arg-type]
+            out.append(model(x)[-1].float())
+    return torch.cat(out)
+
+
+def make_val_fn(paths: MpiiPaths, input_res: int, flip_test: bool = False, decode: str = "reference",
+                sigma: float = 1.0) -> Callable[[nn.Module], dict[str, float]]:
+    """``val_fn`` for the trainer: PCKh@0.5 Mean (the A4 protocol) on the val split (``decode`` / ``sigma``: see
+    :func:`pose.codecs.heatmap.decode_heatmaps`)."""
     from pose.data.mpii import read_protocol_gt
     from pose.evaluation.pckh import pckh
     from pose.predict.single_person import predict_mpii
@@ -186,7 +243,8 @@ def make_val_fn(paths: MpiiPaths, input_res: int, flip_test: bool = False) -> Ca
     gt = read_protocol_gt(paths.gt_val_mat)
 
     def val_fn(model: nn.Module) -> dict[str, float]:
-        preds = predict_mpii(model, records, paths.images_dir, input_res, flip_test=flip_test, batch_size=32)
+        preds = predict_mpii(model, records, paths.images_dir, input_res, flip_test=flip_test, batch_size=32,
+                             decode=decode, sigma=sigma)
         return {"pckh_mean": pckh(preds, gt)["Mean"]}
 
     return val_fn
@@ -205,6 +263,7 @@ def train_role(cfg: Mapping[str, Any], role: str, paths: MpiiPaths, out_path: st
     from pose.engine.trainer import Trainer, TrainConfig, seed_everything
     from pose.models import build_model
 
+    c0, w0 = time.process_time(), time.perf_counter()  # includes data set-up and any teacher caching
     arch = role_arch(cfg, role)
     tc = TrainConfig.from_params(train_config_dict(cfg, role, run_dir, out_path, live_dir))
     seed_everything(tc.seed)
@@ -217,11 +276,17 @@ def train_role(cfg: Mapping[str, Any], role: str, paths: MpiiPaths, out_path: st
         teacher, _ = load_model(teacher_path)
         step_fn = make_fpd_step(teacher, float(cfg.get("alpha", 0.5)))
         extra.update(alpha=float(cfg.get("alpha", 0.5)), teacher=_file_id(teacher_path))
+        if deterministic_inputs(cfg):  # same input every epoch: one teacher pass over the set (on the CPU)
+            c0 = time.process_time()
+            train_set = WithSoftTargets(train_set, teacher_soft_targets(teacher, train_set, amp=tc.amp,
+                                                                        channels_last=tc.channels_last))
+            log.info("%s: teacher soft targets of %d items cached in %.0f CPU s", role, len(train_set),
+                     time.process_time() - c0)
     else:
         step_fn = gt_step
-    val_fn = make_val_fn(paths, int(cfg["input_res"]), bool(cfg.get("flip_test", False))) if validate else None
+    val_fn = make_val_fn(paths, int(cfg["input_res"]), bool(cfg.get("flip_test", False)), *decode_args(cfg)) \
+        if validate else None
     trainer = Trainer(model, train_set, step_fn, tc, val_fn=val_fn, arch=arch, fingerprint_extra=extra)
-    c0, w0 = time.process_time(), time.perf_counter()
     summary = dict(trainer.fit())
     summary.update(role=role, arch=arch, cpu_s=time.process_time() - c0, wall_s=time.perf_counter() - w0,
                    resume=trainer.resume_info, train_samples=len(train_set))
@@ -272,13 +337,15 @@ def evaluate_models(models: Mapping[str, str | os.PathLike], paths: MpiiPaths, i
                     preds_dir: str | os.PathLike, curve_dir: str | os.PathLike,
                     curve_png: str | os.PathLike | None = None, grid_png: str | os.PathLike | None = None,
                     flip_test: bool = False, thresholds: Sequence[float] | None = None,
-                    grid_images: int = 4, size_res: int = 256) -> dict[str, dict[str, Any]]:
+                    grid_images: int = 4, size_res: int = 256, decode: str = "reference",
+                    sigma: float = 1.0) -> dict[str, dict[str, Any]]:
     """Evaluate every model (name → checkpoint) and the mean-pose baseline on the val split (REFERENCE A4).
 
     Writes ``preds_dir/<name>.mat`` (``preds`` N×16×2, 1-based), ``out_dir/<name>.json`` (Head … Ankle, Mean,
     per-joint values, params / GMACs at ``size_res``), ``curve_dir/<name>.json`` (rows ``{threshold, pckh}``:
     one line per model in the DVC plot of the folder), and optionally the PCKh-curve PNG and a PNG grid of predicted
-    skeletons (``grid_images`` val images per model). Returns ``{name: metrics}``, baseline under ``mean_pose``.
+    skeletons (``grid_images`` val images per model). ``decode`` / ``sigma``: the heatmap decode
+    (:func:`pose.codecs.heatmap.decode_heatmaps`). Returns ``{name: metrics}``, baseline under ``mean_pose``.
     """
     from pose.checkpoint import load_model
     from pose.data.mpii import read_protocol_gt, write_preds_mat
@@ -296,9 +363,10 @@ def evaluate_models(models: Mapping[str, str | os.PathLike], paths: MpiiPaths, i
     results: dict[str, dict[str, Any]] = {}
     for name, path in models.items():
         model, _ = load_model(path)
-        all_preds[name] = predict_mpii(model, val, paths.images_dir, input_res, flip_test=flip_test, batch_size=32)
+        all_preds[name] = predict_mpii(model, val, paths.images_dir, input_res, flip_test=flip_test, batch_size=32,
+                                       decode=decode, sigma=sigma)
         results[name] = {**_metrics(pckh(all_preds[name], gt)), **model_size(model, size_res),
-                         "input_res": input_res, "flip_test": bool(flip_test)}
+                         "input_res": input_res, "flip_test": bool(flip_test), "decode": decode}
     all_preds["mean_pose"] = mean_pose_baseline(read_json(paths.train_json), val)
     results["mean_pose"] = _metrics(pckh(all_preds["mean_pose"], gt))
     rows = []
