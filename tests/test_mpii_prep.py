@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from pose.data.mpii import (PROTOCOL_JOINT_NAMES, check_images, link_images, load_mpii_annotations, prepare_mpii,
-                            read_protocol_gt, split_index, write_preds_mat, write_protocol_gt)
+from pose.data.mpii import (PROTOCOL_JOINT_NAMES, check_images, ensure_image_link, link_images, load_mpii_annotations,
+                            prepare_mpii, read_protocol_gt, split_index, write_preds_mat, write_protocol_gt)
 from pose.io import PoseDataError, write_image
 
 
@@ -209,3 +209,19 @@ def test_failing_prepare_keeps_previous_output(mpii):
         prepare_mpii(mpii["images"], mpii["ann"], mpii["gt"], link, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(os.listdir(mpii["tmp"])).count("prepared") == 1 and not list(mpii["tmp"].glob(".prepared*"))
+
+
+def test_ensure_image_link_remakes_a_missing_or_wrong_link_only(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    link = tmp_path / "data" / "mpii" / "images"
+    ensure_image_link(a, link)                        # missing (a run-cache restore of mpii_prep): made
+    assert link.is_symlink() and link.resolve() == a.resolve()
+    before = os.lstat(link).st_mtime_ns
+    ensure_image_link(a, link)                        # right: left alone
+    assert os.lstat(link).st_mtime_ns == before
+    ensure_image_link(b, link)                        # pointing elsewhere: replaced
+    assert link.resolve() == b.resolve()
+    with pytest.raises(PoseDataError, match="does not exist"):
+        ensure_image_link(tmp_path / "nope", link)

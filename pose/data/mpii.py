@@ -237,6 +237,17 @@ def link_images(source_dir: str | os.PathLike, link_path: str | os.PathLike) -> 
     return link
 
 
+def ensure_image_link(source_dir: str | os.PathLike, link_path: str | os.PathLike) -> Path:
+    """``link_path`` as :func:`link_images` makes it, re-made only when missing or pointing elsewhere.
+
+    Consumers of ``mpii_prep`` call this: DVC may restore that stage's outputs from its run cache without running
+    it, and the link is not an output (caching it would copy the whole image folder)."""
+    link = Path(link_path)
+    if link.is_symlink() and link.resolve() == Path(source_dir).resolve():
+        return link
+    return link_images(source_dir, link_path)
+
+
 def prepare_mpii(images: str | os.PathLike, annotations: str | os.PathLike, gt_val_mat: str | os.PathLike,
                  link: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
     """Validate the MPII inputs, then write ``out_dir/{train.json, val.json, gt_val.mat}`` and the image link.

@@ -59,7 +59,11 @@ class MpiiPaths:
 
     @classmethod
     def from_params(cls, mpii: Mapping[str, Any]) -> "MpiiPaths":
-        """From the ``mpii`` section of params.yaml (``prepared``, ``link``, ``unlabeled_images``)."""
+        """From the ``mpii`` section of params.yaml (``prepared``, ``link``, ``images``, ``unlabeled_images``); makes
+        sure the image link exists (:func:`pose.data.mpii.ensure_image_link`)."""
+        from pose.data.mpii import ensure_image_link
+
+        ensure_image_link(mpii["images"], mpii["link"])
         prepared = Path(mpii["prepared"])
         return cls(str(prepared / "train.json"), str(prepared / "val.json"), str(mpii["link"]),
                    str(prepared / "gt_val.mat"), mpii.get("unlabeled_images"))
