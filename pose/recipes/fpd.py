@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
+from pose.codecs.heatmap import DECODE_METHODS as DECODES  # reference | dark | dark_blur
 from pose.data.datasets import TARGET_MODES as TARGET_WEIGHTS  # visible | labelled | reference
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 
@@ -43,7 +44,6 @@ ROLES = ("teacher", "student", "student_fpd", "student_fpd_unlabeled")
 DISTILLED = ("student_fpd", "student_fpd_unlabeled")
 COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
 PROFILE_KEYS = ("input_res", "flip_test", "train", "roles", "augment", "target", "decode")
-DECODES = ("reference", "dark", "dark_blur")  # pose.codecs.heatmap.decode_heatmaps methods
 # MpiiDataset augmentation knobs a profile may set (REFERENCE A2 values are the dataset defaults)
 AUGMENT_KEYS = ("scale_factor", "rot_factor", "rot_prob", "flip_prob", "color_factor")
 
