@@ -200,9 +200,9 @@ def test_params_profiles_resolve_and_paper_matches_reference():
 
 
 def test_sample_profile_builds_valid_configs_and_scales_jitter_to_its_crop():
-    """Every step of the default profile gives a valid TrainConfig (a step without milestones keeps the profile's
-    scheduler), its data keys are dataset keys, and the centre jitter is scaled to the crop (LWOP's 40 px belong
-    to a 368 px input; on a 96 px crop they push the person out of the centre)."""
+    """Every step of the default profile gives a valid TrainConfig (a step without milestones keeps its own or
+    the profile's scheduler), its data keys are dataset keys, flips are off, and the centre jitter is scaled to
+    the crop (LWOP's 40 px belong to a 368 px input; on a 96 px crop they push the person out of the centre)."""
     from pose.engine.trainer import TrainConfig
 
     section = yaml.safe_load((ROOT / "params.yaml").read_text())["openpose"]
@@ -212,6 +212,27 @@ def test_sample_profile_builds_valid_configs_and_scales_jitter_to_its_crop():
         cfg = R.train_config_dict(sample, step, "runs/x", "models/x.pt")
         TrainConfig.from_params(cfg).validate()
         if "milestones" not in sample["steps"][step]:
-            assert cfg["scheduler"] == sample["train"]["scheduler"]
+            own = sample["steps"][step].get("train", {})
+            assert cfg["scheduler"] == own.get("scheduler", sample["train"]["scheduler"])
     size = sample["data"]["input_size"]
     assert sample["data"].get("center_perturb", 40.0) <= 40.0 * size / 368 + 1
+    # the generator tints left limbs lighter; a horizontal flip swaps the labels and contradicts that cue
+    assert sample["data"].get("flip_prob", 0.5) == 0.0
+
+
+def test_step_train_mapping_overrides_the_profile_train_key_by_key():
+    """A step's own ``train`` mapping wins over the profile's (whole keys, as FPD's roles); other steps keep the
+    profile's values; a non-mapping is a named error."""
+    profile = {"data": {}, "train": {"batch_size": 8, "optimizer": {"name": "adam", "lr": 1e-3}, "seed": 0},
+               "steps": {"step1": {"num_refinement_stages": 1, "epochs": 3},
+                         "step2": {"num_refinement_stages": 1, "epochs": 2,
+                                   "train": {"optimizer": {"name": "adam", "lr": 2e-4}, "batch_size": 4}}},
+               "eval": {}}
+    one = R.train_config_dict(profile, "step1", None, None)
+    two = R.train_config_dict(profile, "step2", None, None)
+    assert one["optimizer"] == {"name": "adam", "lr": 1e-3} and one["batch_size"] == 8
+    assert two["optimizer"] == {"name": "adam", "lr": 2e-4} and two["batch_size"] == 4 and two["epochs"] == 2
+    assert profile["train"]["optimizer"]["lr"] == 1e-3          # the profile itself is not modified
+    profile["steps"]["step2"]["train"] = [1, 2]
+    with pytest.raises(PoseDataError, match=r"steps\.step2\.train"):
+        R.train_config_dict(profile, "step2", None, None)

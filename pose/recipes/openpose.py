@@ -97,10 +97,16 @@ def _file_id(path: str | os.PathLike) -> dict[str, Any]:
 def train_config_dict(profile: Mapping[str, Any], step: str, run_dir: str | os.PathLike | None,
                       out_path: str | os.PathLike | None, overrides: Mapping[str, Any] | None = None
                       ) -> dict[str, Any]:
-    """TrainConfig keys of a step: the profile's ``train`` mapping, then the step's ``epochs`` / ``milestones``
-    / ``max_steps``, paths, and ``overrides`` (tests)."""
+    """TrainConfig keys of a step: the profile's ``train`` mapping updated by the step's own ``train`` mapping
+    (key by key, as FPD's roles: a step's ``optimizer`` replaces the profile's whole), then the step's
+    ``epochs`` / ``milestones`` / ``max_steps``, paths, and ``overrides`` (tests)."""
     train = copy.deepcopy(dict(profile["train"]))
     s = profile["steps"][step]
+    step_train = s.get("train") or {}
+    if not isinstance(step_train, Mapping):
+        raise PoseDataError("params.yaml", "must be a mapping of TrainConfig keys",
+                            field=f"openpose.profiles.*.steps.{step}.train")
+    train.update(copy.deepcopy(dict(step_train)))
     train["epochs"] = int(s["epochs"])
     if s.get("max_steps") is not None:
         train["max_steps"] = int(s["max_steps"])
