@@ -1,4 +1,4 @@
-"""Training-sample throughput of the three datasets, one process, no workers (compare REFERENCE D).
+"""Training-sample throughput of the three datasets, one process, no workers, against the references' rates.
 
     .venv/bin/python bench/bench_data.py [--seconds 2] [--sample data/sample]
 

@@ -1,5 +1,8 @@
 """Entry point shared by every ``python -m flows.<name>``: clean one-line errors for bad input, cheap Prefect.
 
+Only the project's own user-facing error types get the one-line message (see :data:`USER_FACING_ERRORS`); any other
+exception is a bug and keeps its traceback.
+
 Prefect overhead: a flow run that has no API to talk to starts Prefect's *ephemeral* server in a subprocess first,
 which costs ~10 s on a 2-core machine — for every stage of ``dvc repro``. When ``PREFECT_API_URL`` is not set,
 :func:`run_flow` therefore probes for a local ``prefect server start`` (``POSEPIPE_PREFECT_SERVER``, default
@@ -13,12 +16,29 @@ from __future__ import annotations
 import os
 import sys
 import urllib.request
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from pose.io import PoseDataError
 
 DEFAULT_LOCAL_API = "http://127.0.0.1:4200/api"
 PROBE_TIMEOUT_S = 0.3
+
+# The project's error types that are outcomes for the user, not bugs: run_flow prints their message on one line
+# instead of a traceback (which would only point into the library and hide the message):
+#   pose.io.PoseDataError                bad input; the message names the file and the field (params, data, models).
+#   pose.engine.trainer.NonFiniteLossError  training diverged (NaN / inf loss or gradient norm); the message names
+#                                        the step and the values and the last good checkpoint is kept: a verdict on
+#                                        the settings or data (e.g. a too-high lr), not a crash.
+#   pose.export.ParityError              an exported model failed its parity check against the reference; the message
+#                                        names the output and the difference: the export's verdict, not a crash.
+#   tasks.pipeline.StageFailed           a dvc stage failed (retrain); the message carries the stage's log tail, which
+#                                        holds that stage's own error.
+# Everything else (KeyError, FileNotFoundError, ...) is a bug, or an input problem the code failed to name as one,
+# and keeps its traceback. The classes outside pose.io are looked up only among the modules the flow has already
+# imported (an error of that class can only come from a loaded module), so this entry point imports neither torch
+# nor the exporters itself; a class that moves is then simply not found, and its errors show a traceback.
+USER_FACING_ERRORS = (("pose.engine.trainer", "NonFiniteLossError"), ("pose.export", "ParityError"),
+                      ("tasks.pipeline", "StageFailed"))
 
 
 def local_server_url(url: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> str | None:
@@ -44,9 +64,20 @@ def resolve_api_url() -> str | None:
     return local_server_url()
 
 
+def clean_error_types(extra: tuple[type[BaseException], ...] = ()) -> tuple[type[BaseException], ...]:
+    """``PoseDataError``, the loaded ones of :data:`USER_FACING_ERRORS`, then ``extra``."""
+    found = []
+    for module, name in USER_FACING_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return (PoseDataError, *found, *extra)
+
+
 def run_flow(flow: Callable[..., Any], *, clean_errors: tuple[type[BaseException], ...] = (), **kwargs: Any) -> Any:
-    """Call ``flow(**kwargs)`` against the cheapest available Prefect API; for bad input (``PoseDataError``,
-    missing file or key, or any type in ``clean_errors``) print ``error in <flow>: <message>`` and exit 1."""
+    """Call ``flow(**kwargs)`` against the cheapest available Prefect API; for the project's user-facing errors
+    (:func:`clean_error_types`: bad input, a diverged run, a failed parity check or dvc stage, or any type in
+    ``clean_errors``) print ``error in <flow>: <message>`` and exit 1. Any other error keeps its traceback."""
     url = resolve_api_url()
     try:
         if url is None:
@@ -59,7 +90,23 @@ def run_flow(flow: Callable[..., Any], *, clean_errors: tuple[type[BaseException
                 return flow(**kwargs)
         finally:
             os.environ.pop("PREFECT_API_URL", None)
-    except (PoseDataError, FileNotFoundError, KeyError, *clean_errors) as e:
+    except clean_error_types(clean_errors) as e:  # evaluated when an error is raised: sees the modules loaded by then
         name = getattr(flow, "name", getattr(flow, "__name__", "flow"))
         print(f"error in {name}: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def run_stage(flow: Callable[..., Any], doc: str, arg: str, choices: Sequence[str]) -> None:
+    """``python -m flows.<name> <arg>``: parse the one positional choice (a role, a step) and :func:`run_flow`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    ap.add_argument(arg, choices=list(choices))
+    run_flow(flow, **{arg: getattr(ap.parse_args(), arg)})
+
+
+def training_line(name: str, summary: dict) -> str:
+    """One line on a finished (or resumed) training stage."""
+    val = "".join(f", {k} {v:.2f}" for k, v in summary.items() if k.startswith("val/"))
+    return (f"{name}: loss {summary.get('loss', float('nan')):.4g}{val} after {summary.get('step')} steps; "
+            f"{summary['cpu_s']:.0f} CPU s, {summary['wall_s']:.0f} s wall; {summary.get('resume')}")

@@ -7,19 +7,44 @@ from typing import Any
 
 import yaml
 
+from pose.io import PoseDataError
+
 PARAMS_FILE = Path(os.environ.get("POSEPIPE_PARAMS", "params.yaml"))
 
 
 def load_params(*sections: str, path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Return ``params.yaml`` (or the named top-level sections of it, merged into one dict by name)."""
+    """Return ``params.yaml`` (or the named top-level sections of it, merged into one dict by name).
+
+    A missing file or section raises :class:`~pose.io.PoseDataError` naming the file (and the section as its
+    field). For an optional section, load the whole file and ``.get`` it.
+    """
     p = Path(path) if path else PARAMS_FILE
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: params file not found (run flows from the repository root)")
+    if not p.is_file():
+        raise PoseDataError(p, "params file not found (run flows from the repository root, or set POSEPIPE_PARAMS)")
     with open(p) as f:
-        params = yaml.safe_load(f) or {}
+        try:
+            params = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise PoseDataError(p, f"not valid YAML: {e}") from None
+    if not isinstance(params, dict):
+        raise PoseDataError(p, f"must be a mapping of sections, got {type(params).__name__}")
     if not sections:
         return params
     missing = [s for s in sections if s not in params]
     if missing:
-        raise KeyError(f"{p}: missing section(s) {missing}")
+        raise PoseDataError(p, f"missing section(s) {missing}", field=missing[0])
     return {s: params[s] for s in sections}
+
+
+def params_source() -> str:
+    """The params file's name, for messages of the settings read from it."""
+    return str(PARAMS_FILE)
+
+
+def path_settings(params: dict[str, Any] | None = None) -> Any:
+    """The ``paths`` section as :class:`pose.recipes.common.PathSettings` (defaults when absent)."""
+    from pose.recipes.common import PathSettings
+    from pose.settings import from_mapping
+
+    section = (params if params is not None else load_params()).get("paths")
+    return from_mapping(PathSettings, section, params_source(), "paths")

@@ -1,4 +1,4 @@
-"""``python -m flows.coco_labels``: COCO person_keypoints json → prepared OpenPose training labels (B2)."""
+"""``python -m flows.coco_labels``: COCO json → prepared OpenPose training labels (docs/PROTOCOLS.md#coco-labels)."""
 from __future__ import annotations
 
 from prefect import flow

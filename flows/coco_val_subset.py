@@ -1,4 +1,4 @@
-"""``python -m flows.coco_val_subset``: the seeded COCO val subset LWOP reports AP on (B2)."""
+"""``python -m flows.coco_val_subset``: the seeded COCO val subset of LWOP (docs/PROTOCOLS.md#coco-labels)."""
 from __future__ import annotations
 
 from prefect import flow

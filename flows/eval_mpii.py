@@ -1,33 +1,35 @@
-"""``python -m flows.eval_mpii``: MPII val PCKh (REFERENCE A4) of the four FPD-branch models and the mean pose.
+"""``python -m flows.eval_mpii``: MPII val PCKh (docs/PROTOCOLS.md#mpii-pckh) of the four FPD-branch models and the
+mean pose.
 
-Writes ``models/eval_mpii/<model>.mat`` (``preds`` N×16×2, the reference's layout), ``metrics/mpii/<model>.json``
-(Head … Ankle, Mean, params, GMACs), ``plots/pckh/<model>.json`` (DVC plot), ``plots/pckh_curve.png`` and
-``plots/mpii_predictions.png``.
+Writes ``<paths.models>/eval_mpii/<model>.mat`` (``preds`` N×16×2, the reference's layout),
+``<paths.metrics>/mpii/<model>.json`` (Head … Ankle, Mean, params, GMACs), ``<paths.plots>/pckh/<model>.json``
+(DVC plot), ``<paths.plots>/pckh_curve.png`` and ``<paths.plots>/mpii_predictions.png``.
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from prefect import flow
 
 from flows._main import run_flow
-from flows._params import load_params
+from flows._params import load_params, params_source, path_settings
 from pose.evaluation.pckh import format_table
-from pose.recipes.fpd import ROLES, MpiiPaths, decode_args, resolve_profile
+from pose.recipes.fpd import ROLES, STAGES, FpdSettings, MpiiEvalFiles, MpiiPaths
 from tasks.fpd import evaluate_mpii
-
-MODELS = {role: f"models/train_{role}/model.pt" for role in ROLES}
 
 
 @flow(name="eval_mpii")
 def eval_mpii(params: dict | None = None) -> dict:
-    p = params or load_params("fpd", "mpii")
-    cfg = resolve_profile(p["fpd"])
-    ev = cfg.get("eval") or {}
-    results = evaluate_mpii(MODELS, MpiiPaths.from_params(p["mpii"]), int(cfg["input_res"]), "metrics/mpii",
-                            "models/eval_mpii", "plots/pckh", "plots/pckh_curve.png",
-                            "plots/mpii_predictions.png", bool(cfg.get("flip_test", False)),
-                            int(ev.get("grid_images", 4)), *decode_args(cfg))
+    p = params or load_params()
+    paths, source = path_settings(p), params_source()
+    plots = Path(paths.plots)
+    files = MpiiEvalFiles(metrics_dir=str(Path(paths.metrics) / "mpii"), preds_dir=str(Path(paths.models) / "eval_mpii"),
+                          curve_dir=str(plots / "pckh"), curve_png=str(plots / "pckh_curve.png"),
+                          grid_png=str(plots / "mpii_predictions.png"))
+    models = {role: paths.model(STAGES[role]) for role in ROLES}
+    results = evaluate_mpii(models, MpiiPaths.from_params(p["mpii"], source), FpdSettings.from_params(p["fpd"], source),
+                            files)
     print(format_table(results))
     return json.loads(json.dumps(results, default=str))
 

@@ -1,29 +1,28 @@
-"""``python -m flows.export_openpose``: step 3's model (1 refinement stage) to ONNX and OpenVINO IR (REFERENCE B5),
-verified against torch (f32 max abs diff, identical poses through the same grouping) with per-backend latency.
-Files: ``models/export_openpose/``; metrics: ``metrics/export_openpose.json``.
+"""``python -m flows.export_openpose``: step 3's model (1 refinement stage) to ONNX and OpenVINO IR
+(docs/MODELS.md#export-io), verified against torch (f32 max abs diff, identical poses through the same grouping)
+with per-backend latency. Files: ``<paths.models>/export_openpose/``; metrics:
+``<paths.metrics>/export_openpose.json``.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from prefect import flow
 
 from flows._main import run_flow
-from flows._params import load_params
-from flows.train_openpose import model_path
-from pose.io import write_json
-from pose.recipes.openpose import STEPS, resolve_profile
+from flows._params import load_params, params_source, path_settings
+from pose.recipes.openpose import STAGES, STEPS, OpenPoseSettings
 from tasks.openpose import export_openpose_model
 
 
 @flow(name="export_openpose")
 def export_openpose(params: dict | None = None) -> dict:
-    p = params or load_params("openpose", "coco")
-    op, coco = p["openpose"], p["coco"]
-    ex = op["export"]
-    m = export_openpose_model(model_path(op, STEPS[-1]), "models/export_openpose", coco["val_subset_out"],
-                              coco["val_images"], resolve_profile(op)["eval"], list(ex["input_shape"]),
-                              int(ex.get("pose_check_images", 4)), int(ex.get("latency_runs", 20)),
-                              ex.get("threads"))
-    write_json("metrics/export_openpose.json", m, indent=2)
+    p = params or load_params()
+    paths, coco = path_settings(p), p["coco"]
+    settings = OpenPoseSettings.from_params(p["openpose"], params_source())
+    m = export_openpose_model(paths.model(STAGES[STEPS[-1]]), str(Path(paths.models) / "export_openpose"),
+                              coco["val_subset_out"], coco["val_images"], settings.eval, settings.export,
+                              str(Path(paths.metrics) / "export_openpose.json"))
     print("export_openpose: max abs diff " + ", ".join(f"{k} {v:.2g}" for k, v in m["max_abs_diff"].items()))
     print("  poses: " + ", ".join(f"{k} {'equal' if v['poses_equal'] else 'DIFFERENT'} "
                                   f"({v['poses']}/{v['poses_torch']}, {v['max_keypoint_px_diff']:.2g} px)"

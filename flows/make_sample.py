@@ -4,14 +4,15 @@ from __future__ import annotations
 from prefect import flow
 
 from flows._main import run_flow
-from flows._params import load_params
+from flows._params import PARAMS_FILE, load_params
 from tasks.sample import generate_sample
 
 
 @flow(name="make_sample")
 def make_sample(params: dict | None = None) -> dict:
+    source = "make_sample(params=...)" if params else str(PARAMS_FILE)
     p = params or load_params("sample")["sample"]
-    return generate_sample(p["out"], p)
+    return generate_sample(p["out"], p, source=source)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
-"""``python -m flows.render_plots``: training-curve PNGs of every training run, ``plots/training_<stage>.png``.
+"""``python -m flows.render_plots``: training-curve PNGs of every training run, ``<paths.plots>/training_<stage>.png``.
 
-Params (``render_plots:`` in params.yaml): ``stages`` (training stage names whose ``<runs_dir>/<stage>/live``
-DVCLive directories are drawn), ``runs_dir`` (default ``runs``), ``out_dir`` (default ``plots``). Without a
-``render_plots`` section every ``runs/*/live`` found is drawn.
+Params: ``render_plots.stages`` (training stage names whose ``<paths.runs>/<stage>/live`` DVCLive directories are
+drawn); without it every ``<paths.runs>/*/live`` found is drawn.
 """
 from __future__ import annotations
 
@@ -11,24 +10,18 @@ from pathlib import Path
 from prefect import flow
 
 from flows._main import run_flow
-from flows._params import load_params
+from flows._params import load_params, path_settings
 from pose.io import PoseDataError
 from pose.plots import find_live_dirs
 from tasks.plots import render_training_curves
 
 
-def _default_params() -> dict:
-    try:
-        return load_params("render_plots")["render_plots"]
-    except KeyError:
-        return {}
-
-
 @flow(name="render_plots")
 def render_plots(params: dict | None = None) -> dict:
-    p = params if params is not None else _default_params()
-    runs_dir, out_dir = Path(p.get("runs_dir", "runs")), Path(p.get("out_dir", "plots"))
-    stages = p.get("stages")
+    p = params if params is not None else load_params()
+    paths = path_settings(p)
+    runs_dir, out_dir = Path(paths.runs), Path(paths.plots)
+    stages = (p.get("render_plots") or {}).get("stages")  # the section is optional
     if stages is None:
         live_dirs = find_live_dirs(runs_dir)
     else:

@@ -28,10 +28,7 @@ DEFAULTS = {
 
 def retrain_settings(path: str | None = None) -> dict:
     """``params.yaml: retrain`` over :data:`DEFAULTS` (the section is optional)."""
-    try:
-        section = load_params("retrain", path=path)["retrain"] or {}
-    except KeyError:
-        section = {}
+    section = load_params(path=path).get("retrain") or {}
     return {**DEFAULTS, **section}
 
 

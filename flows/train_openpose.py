@@ -1,41 +1,38 @@
-"""``python -m flows.train_openpose <step>``: one Lightweight OpenPose training step (REFERENCE B3).
+"""``python -m flows.train_openpose <step>``: one Lightweight OpenPose training step
+(docs/PROTOCOLS.md#openpose-training).
 
 ``step1`` starts from ``openpose.imagenet_weights`` (from scratch when null), ``step2`` from step 1's model,
-``step3`` (3 refinement stages) from step 2's model by a partial load. Model: ``models/openpose_<step>/model.pt``;
-resumable state: ``runs/openpose_<step>/`` (rerunning continues an interrupted run).
+``step3`` (3 refinement stages) from step 2's model by a partial load. The stage writes
+``<paths.models>/openpose_<step>/model.pt``, resumable state and DVCLive in ``<paths.runs>/openpose_<step>/``
+(rerunning continues an interrupted run) and the training summary in
+``<paths.metrics>/openpose_train/openpose_<step>.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 from prefect import flow
 
-from flows._main import run_flow
-from flows._params import load_params
-from pose.recipes.openpose import STEPS, resolve_profile
+from flows._main import run_stage, training_line
+from flows._params import load_params, params_source, path_settings
+from pose.recipes.common import StageFiles
+from pose.recipes.openpose import STAGES, STEPS, CocoTrainData, OpenPoseRun, OpenPoseSettings
 from tasks.openpose import train_openpose_step
 
-PREVIOUS = {"step2": "step1", "step3": "step2"}
-
-
-def model_path(section: dict, step: str) -> str:
-    return f"{section.get('models_dir', 'models')}/openpose_{step}/model.pt"
 
 
 @flow(name="train_openpose")
 def train_openpose(step: str = "step1", params: dict | None = None) -> dict:
-    p = params or load_params("openpose", "coco")
-    op, coco = p["openpose"], p["coco"]
-    profile = resolve_profile(op)
-    init = op.get("imagenet_weights") if step == "step1" else model_path(op, PREVIOUS[step])
-    summary = train_openpose_step(profile, step, coco["labels_out"], coco["train_images"], model_path(op, step),
-                                  f"{op.get('runs_dir', 'runs')}/openpose_{step}", init,
-                                  float(coco.get("label_net_input", 368)),
-                                  bool(coco.get("skip_unreadable_images", False)))
+    p = params or load_params()
+    source = params_source()
+    settings = OpenPoseSettings.from_params(p["openpose"], source)
+    index = STEPS.index(step)
+    init = settings.imagenet_weights if index == 0 else path_settings(p).model(STAGES[STEPS[index - 1]])
+    summary = train_openpose_step(OpenPoseRun(
+        settings=settings, step=step, data=CocoTrainData.from_params(p["coco"], source), init=init, source=source,
+        files=StageFiles.of(path_settings(p), STAGES[step], "openpose_train")))
+    print(training_line(f"train_openpose {step}", summary))
     init_info = summary.get("init") or {}
-    print(f"train_openpose {step}: loss {summary.get('loss', float('nan')):.4g} after {summary['step']} steps, "
-          f"{summary['cpu_seconds']} CPU s; {summary['resume']}")
     if init_info.get("source"):
         print(f"  init from {init_info['source']}: {init_info['loaded']} tensors loaded, "
               f"{len(init_info['missing'])} missing (e.g. {init_info['missing'][:2]}), "
@@ -43,11 +40,5 @@ def train_openpose(step: str = "step1", params: dict | None = None) -> dict:
     return json.loads(json.dumps(summary, default=str))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=STEPS)
-    run_flow(train_openpose, step=ap.parse_args().step)
-
-
 if __name__ == "__main__":
-    main()
+    run_stage(train_openpose, __doc__, "step", STEPS)

@@ -22,7 +22,7 @@ from torch import nn
 from pose.io import PoseDataError
 
 __all__ = [
-    "Backend", "TorchBackend", "OnnxBackend", "OpenVinoBackend", "open_backend", "load_torch_model",
+    "Backend", "TorchBackend", "OnnxBackend", "OpenVinoBackend", "as_runner", "to_raw_pixels", "RawPixelInput",
 ]
 
 
@@ -67,6 +67,7 @@ class TorchBackend:
         if channels_last:
             model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         self.model = model.eval()
+        self.device = next(iter(model.parameters()), torch.empty(0)).device
         self.channels_last = channels_last
         self.name = "torch_channels_last" if channels_last else "torch"
         self._names = list(output_names) if output_names is not None else None
@@ -77,17 +78,48 @@ class TorchBackend:
         return list(self._names) if self._names is not None else []
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        t = torch.from_numpy(_check_input(x))
+        t = torch.from_numpy(_check_input(x)).to(self.device)
         if self.channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             outs = _as_list(self.model(t))
-        result = [o.detach().float().contiguous().numpy() for o in outs]
+        result = [o.detach().float().cpu().contiguous().numpy() for o in outs]
         if self._names is None:
             self._names = [f"output_{i}" for i in range(len(result))]
         elif len(self._names) != len(result):
             raise ValueError(f"model returned {len(result)} outputs but {len(self._names)} names were given")
         return result
+
+
+def as_runner(model_or_backend: Any) -> Any:
+    """A backend for a torch module (:class:`TorchBackend`: eval mode, inference mode, float32 numpy out); any
+    other callable (a backend) is returned as it is."""
+    return TorchBackend(model_or_backend) if isinstance(model_or_backend, nn.Module) else model_or_backend
+
+
+def to_raw_pixels(x: np.ndarray, mean: float | None, scale: float | None) -> np.ndarray:
+    """Undo the normalisation ``(pixels − mean) / scale`` (for an IR that has it folded in): ``x·scale + mean``."""
+    out = np.asarray(x, np.float32)
+    if scale is not None:
+        out = out * np.float32(scale)
+    if mean is not None:
+        out = out + np.float32(mean)
+    return out.astype(np.float32)
+
+
+class RawPixelInput:
+    """A backend fed normalised input that takes raw pixels (an IR with folded normalisation); same protocol."""
+
+    def __init__(self, backend: Any, mean: float | None, scale: float | None):
+        self.backend, self.mean, self.scale = backend, mean, scale
+        self.name = backend.name
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.backend.output_names
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.backend(to_raw_pixels(x, self.mean, self.scale))
 
 
 def _require_file(path: Path, what: str) -> None:
@@ -203,28 +235,3 @@ class OpenVinoBackend:
         req.infer({0: x})
         return [np.array(req.get_output_tensor(i).data, dtype=np.float32, copy=True)
                 for i in range(len(self._names))]
-
-
-def load_torch_model(path: str | os.PathLike) -> nn.Module:
-    """A model in eval mode from a checkpoint file (ours, or a reference layout ``pose.checkpoint`` recognises)."""
-    from pose.checkpoint import load_model
-
-    model, _ = load_model(path)
-    return model
-
-
-def open_backend(path: str | os.PathLike, **kw: Any) -> Backend:
-    """Open a model file with the backend its suffix implies: .pt → torch, .onnx → onnxruntime, .xml → OpenVINO.
-
-    Keyword arguments go to the backend's constructor (``threads`` is accepted by all three, ``channels_last`` by
-    torch, ``precision`` by OpenVINO). To run an .onnx file with OpenVINO, construct ``OpenVinoBackend`` directly.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth"):
-        return TorchBackend(load_torch_model(path), **kw)
-    if suffix == ".onnx":
-        return OnnxBackend(path, **kw)
-    if suffix == ".xml":
-        return OpenVinoBackend(path, **kw)
-    raise PoseDataError(path, f"unknown model file type {suffix!r} (expected .pt, .onnx or .xml)")

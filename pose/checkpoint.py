@@ -2,7 +2,7 @@
 
 Saving is atomic. Loading uses ``torch.load(weights_only=True)``: a checkpoint is untrusted input.
 
-:func:`load_weights` accepts every layout the project meets (REFERENCE A1/B1):
+:func:`load_weights` accepts every layout the project meets (docs/MODELS.md#checkpoint-layouts):
 
 * our files ``{'arch': {...}, 'state_dict': ...}``;
 * FPD-U release files ``{'epoch', 'arch', 'state_dict', 'best_acc', 'optimizer'}`` with ``module.`` prefixes
@@ -18,7 +18,6 @@ loading: a 3-refinement-stage checkpoint feeds a 1-stage net).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -65,10 +64,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return obj
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, arch: dict[str, Any], **extra: Any) -> None:
+def save_model(path: str | os.PathLike, model: nn.Module, arch: Mapping[str, Any] | None, **extra: Any) -> None:
     """Save our model file ``{'arch', 'state_dict', **extra}`` atomically (tensors moved to the CPU)."""
     state = {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
-    save_checkpoint(path, {"arch": dict(arch), "state_dict": state, **extra})
+    save_checkpoint(path, {"arch": dict(arch) if arch is not None else None, "state_dict": state, **extra})
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -209,32 +208,11 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, Any]
 # models from files
 # ------------------------------------------------------------------------------------------------------------------
 def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-    """Guess the ``arch`` dict of a foreign checkpoint (FPD-U/FPD-O hourglass, LWOP) from its keys and shapes."""
-    keys = list(state_dict)
-    if "score.0.weight" in state_dict and any(k.startswith("hg.0.hg.") for k in keys):
-        stacks = {int(m.group(1)) for k in keys if (m := re.match(r"score\.(\d+)\.", k))}
-        blocks = {int(m.group(1)) for k in keys if (m := re.match(r"res\.0\.(\d+)\.", k))}
-        conv2 = state_dict.get("layer1.0.conv2.weight")
-        return {
-            "family": "hourglass",
-            "num_stacks": max(stacks) + 1,
-            "num_blocks": max(blocks) + 1 if blocks else 1,
-            "num_classes": int(state_dict["score.0.weight"].shape[0]),
-            "mobile": bool(conv2 is not None and conv2.shape[1] == 1),
-        }
-    if any(k.startswith("initial_stage.") for k in keys):
-        stages = {int(m.group(1)) for k in keys if (m := re.match(r"refinement_stages\.(\d+)\.", k))}
-        return {
-            "family": "openpose",
-            "num_refinement_stages": max(stages) + 1 if stages else 0,
-            "num_channels": int(state_dict["cpm.align.0.weight"].shape[0]) if "cpm.align.0.weight" in state_dict
-            else 128,
-            "num_heatmaps": int(state_dict["initial_stage.heatmaps.1.0.weight"].shape[0])
-            if "initial_stage.heatmaps.1.0.weight" in state_dict else 19,
-            "num_pafs": int(state_dict["initial_stage.pafs.1.0.weight"].shape[0])
-            if "initial_stage.pafs.1.0.weight" in state_dict else 38,
-        }
-    return None
+    """Guess the ``arch`` dict of a foreign checkpoint from its keys and shapes (each family knows its layouts)."""
+    from pose.families import family_of_state_dict
+
+    found = family_of_state_dict(state_dict)
+    return None if found is None else found[1]
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -243,7 +221,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     Our files carry ``arch``; for a foreign file (FPD-U, FPD-O, LWOP) the architecture is inferred from the keys.
     Loading is strict.
     """
-    from pose.models import build_model
+    from pose.families import build_model
 
     ckpt = load_checkpoint(path, map_location="cpu")
     arch = ckpt.get("arch")

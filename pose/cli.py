@@ -23,9 +23,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from pose.export import ExportSettings
+from pose.families import FAMILIES, Family, family_of_outputs
+from pose.families import family as family_named
 from pose.io import PoseDataError, write_json
+from pose.predict.options import EvalOptions, PredictOptions
 
-FAMILIES = ("hourglass", "openpose")
 BACKENDS = ("torch", "torch_cl", "onnxruntime", "openvino_f32", "openvino")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -38,10 +41,10 @@ class OpenedModel:
     """A model file opened for inference: ``runner`` maps a normalised N×3×H×W float32 batch to its outputs."""
 
     path: Path
-    family: str
+    family: Family
     backend: Any                       # a pose.backends Backend
     input_shape: tuple | None = None   # static input shape of an exported model (None: any)
-    raw_pixels: bool = False           # IR with (x − 128) / 256 folded in: fed x·256 + 128
+    raw_pixels: bool = False           # IR with the family's normalisation folded in: fed raw pixels
     module: Any = None                 # the torch module, for .pt files
     extra: dict = field(default_factory=dict)
 
@@ -49,16 +52,10 @@ class OpenedModel:
     def runner(self) -> Runner:
         if not self.raw_pixels:
             return self.backend
-        return lambda x: self.backend(np.asarray(x, np.float32) * np.float32(256.0) + np.float32(128.0))
+        from pose.backends import RawPixelInput
 
-
-def family_from_output_names(names: Sequence[str]) -> str | None:
-    """``heatmaps_stack*`` → hourglass, ``stage_*_pafs`` → openpose (the names :mod:`pose.export` gives)."""
-    if names and all(n.startswith("heatmaps_stack") for n in names):
-        return "hourglass"
-    if any(n.startswith("stage_") and n.endswith("_pafs") for n in names):
-        return "openpose"
-    return None
+        inf = self.family.inference
+        return RawPixelInput(self.backend, inf.ir_mean, inf.ir_scale)
 
 
 def _ov_takes_raw_pixels(ov_backend: Any) -> bool:
@@ -113,17 +110,19 @@ def open_model(path: str | os.PathLike, family: str | None = None, backend: str 
         be = B.OpenVinoBackend(path, precision="f32" if backend == "openvino_f32" else "default", threads=threads)
     else:
         raise PoseDataError(path, f"unknown model file type {suffix!r} (expected .pt, .onnx or .xml)")
-    fam = family or family_from_output_names(be.output_names)
+    found = family_of_outputs(be.output_names)
+    fam = family or (found.name if found else None)
     raw = suffix == ".xml" and _ov_takes_raw_pixels(be)
     return OpenedModel(path, _check_family(fam, path), be, input_shape=_static_shape(be), raw_pixels=raw)
 
 
-def _check_family(fam: str | None, path: Path) -> str:
+def _check_family(fam: str | None, path: Path) -> Family:
     if fam is None:
-        raise PoseDataError(path, "cannot tell the model family; pass --family hourglass|openpose", field="family")
-    if fam not in FAMILIES:
-        raise PoseDataError(path, f"unknown model family {fam!r} (expected one of {FAMILIES})", field="family")
-    return fam
+        raise PoseDataError(path, f"cannot tell the model family; pass --family {'|'.join(FAMILIES)}", field="family")
+    try:
+        return family_named(fam)
+    except ValueError as e:
+        raise PoseDataError(path, str(e), field="family") from None
 
 
 def _input_res(model: OpenedModel, requested: int | None) -> int:
@@ -136,28 +135,6 @@ def _input_res(model: OpenedModel, requested: int | None) -> int:
 
 
 # ======================================================================================================== predict
-def predict_single(runner: Runner, image: np.ndarray, center: Sequence[float], box_size: float, input_res: int,
-                   flip_test: bool = False, decode: str = "reference") -> np.ndarray:
-    """16 MPII keypoints ``(16, 3)`` [x, y, heatmap max] in image pixels (:func:`pose.predict.single_person.predict_image`)."""
-    from pose.predict.single_person import predict_image
-
-    return predict_image(runner, image, center, box_size, input_res, flip_test, decode=decode)
-
-
-def _crop_of(image: np.ndarray, center: Sequence[float] | None, scale: float | None) -> tuple[np.ndarray, float]:
-    """Centre and box size: the whole image by default, or MPII ``objpos``/``scale`` semantics (the evaluation
-    crop: centre moved down 15·s, box 200·1.25·s) when given."""
-    from pose.predict.single_person import BOX_PER_SCALE, crop_center_scale
-
-    h, w = image.shape[:2]
-    if scale is None:
-        c = np.array([(w - 1) / 2.0, (h - 1) / 2.0]) if center is None else np.asarray(center, np.float64)
-        return c, float(max(w, h))
-    c0 = [(w - 1) / 2.0, (h - 1) / 2.0] if center is None else list(center)
-    cs, ss = crop_center_scale([{"objpos": [c0[0] + 1.0, c0[1] + 1.0], "scale_provided": float(scale)}])
-    return cs[0], float(BOX_PER_SCALE * ss[0])
-
-
 def _frames(source: Path) -> tuple[str, Iterator[tuple[str | int, str, np.ndarray]], int, float, tuple[int, int]]:
     """``(kind, iterator of (image_id, name, BGR image), count, fps, frame size)`` for an image, folder or video.
 
@@ -242,13 +219,30 @@ def _draw(image: np.ndarray, keypoints: np.ndarray, skeleton: Any, threshold: fl
     return out
 
 
+def predict_options(model: OpenedModel, args: argparse.Namespace) -> PredictOptions:
+    """The predictor options of ``pose predict`` / ``pose eval`` (each family reads its own fields)."""
+    fields = {"input_res": _input_res(model, getattr(args, "input_res", None)),
+              "flip_test": bool(args.flip), "decode": args.decode}
+    if getattr(args, "center", None) is not None:
+        fields["center"] = tuple(args.center)
+    if getattr(args, "scale", None) is not None:
+        fields["scale"] = float(args.scale)
+    if getattr(args, "height", None) is not None:
+        fields["height"] = int(args.height)
+    if getattr(args, "mode", None) is not None:
+        fields["mode"] = args.mode
+        if args.mode == "val":  # LWOP val.py: network input height 368
+            fields.setdefault("height", 368)
+    return PredictOptions(**fields)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pose.skeletons import MPII16, OPENPOSE18
     from pose.tracking import OneEuroFilter, PoseTracker
 
     model = open_model(args.model, args.family, args.backend, args.threads)
+    fam = model.family
     source, out_dir = Path(args.source), Path(args.out)
     kind, frames, count, fps, size = _frames(source)
     is_video = kind == "video"
@@ -257,41 +251,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     video = _VideoOut(out_dir / f"{source.stem}_pose{args.video_ext}", fps, size) if is_video else None
     ok = False
     try:
-        if model.family == "openpose":
-            from pose.evaluation.coco_ap import poses_to_coco_results
-            from pose.predict.multi_person import MultiPersonPredictor
-
-            predictor = MultiPersonPredictor.demo(model.runner, base_height=args.height)
-            tracker = PoseTracker(OPENPOSE18, smooth=args.smooth, **euro) if (args.track or args.smooth) else None
-        else:
-            res = _input_res(model, args.input_res)
-            smoother = OneEuroFilter((MPII16.num_keypoints, 2), **euro) if args.smooth else None
-        threshold = args.draw_threshold if args.draw_threshold is not None else (
-            0.0 if model.family == "openpose" else -np.inf)
+        predictor = fam.predictor(model.runner, predict_options(model, args))
+        # several people: OKS tracking (its One Euro filters follow the tracks); one person: one filter
+        tracker = PoseTracker(fam.skeleton, smooth=args.smooth, **euro) \
+            if fam.multi_person and (args.track or args.smooth) else None
+        smoother = OneEuroFilter((fam.skeleton.num_keypoints, 2), **euro) \
+            if not fam.multi_person and args.smooth else None
+        threshold = args.draw_threshold if args.draw_threshold is not None else fam.draw_threshold
         for image_id, name, image in tqdm(frames, total=count or None, desc="predict", unit="frame" if is_video else "img",
                                     disable=count <= 1 or args.quiet):
             drawn = image
-            if model.family == "openpose":
-                poses = predictor(image)
-                ids: list[int | None] = [None] * len(poses)
-                if tracker is not None:
-                    poses = tracker.update(poses)
-                    ids = [p.id for p in poses] if args.track else ids
-                for pose, pid in zip(poses, ids):
-                    r = poses_to_coco_results(0, [pose])[0]
-                    r["image_id"] = image_id
-                    if pid is not None:
-                        r["track_id"] = int(pid)
-                    results.append(r)
-                    drawn = _draw(drawn, pose.keypoints, OPENPOSE18, threshold, pid)
-            else:
-                center, box = _crop_of(image, args.center, args.scale)
-                kp = predict_single(model.runner, image, center, box, res, args.flip, args.decode)
+            poses = predictor(image)
+            ids: list[int | None] = [None] * len(poses)
+            if tracker is not None:
+                poses = tracker.update(poses)
+                ids = [p.id for p in poses] if args.track else ids
+            for pose, pid in zip(poses, ids):
                 if smoother is not None:
-                    kp[:, :2] = smoother(kp[:, :2])
-                results.append({"image_id": image_id, "keypoints": [float(v) for v in kp.ravel()],
-                                "score": float(kp[:, 2].mean()), "skeleton": MPII16.name})
-                drawn = _draw(image, kp, MPII16, threshold)
+                    pose.keypoints[:, :2] = smoother(pose.keypoints[:, :2])
+                r = fam.result_record(image_id, pose)
+                if pid is not None:
+                    r["track_id"] = int(pid)
+                results.append(r)
+                drawn = _draw(drawn, pose.keypoints, fam.skeleton, threshold, pid)
             if video is not None:
                 video.write(drawn)
             elif not args.no_images:
@@ -306,7 +288,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     write_json(json_path, results)
     written = video.path if video is not None else out_dir
     n_items = video.frames if video is not None else count
-    print(f"pose predict: {model.family} model ({model.backend.name}) on {n_items} "
+    print(f"pose predict: {fam.name} model ({model.backend.name}) on {n_items} "
           f"{'frames' if is_video else 'images'}: {len(results)} poses → {json_path}; drawings → {written}")
     return 0
 
@@ -355,13 +337,13 @@ def _export_unverified(checkpoint: str, out_dir: str, family: str | None, input_
     from pose.backends import TorchBackend
 
     model = open_model(checkpoint, family)
-    spec = export.FAMILY_DEFAULTS[model.family]
-    shape = tuple(input_shape or spec["input_shape"])
+    inference = model.family.inference
+    shape = tuple(input_shape or inference.input_shape)
     input_name, names = export.io_names(model.family, len(TorchBackend(model.module)(np.zeros(shape, np.float32))))
     onnx_path, xml_path = Path(out_dir) / "model.onnx", Path(out_dir) / "model.xml"
-    export.export_onnx(model.module, onnx_path, shape, input_name, names, dynamic_hw=spec["dynamic_hw"])
-    export.export_openvino(onnx_path, xml_path, mean=spec["mean"], scale=spec["scale"])
-    return {"family": model.family, "input_shape": list(shape), "output_names": names, "verified": False,
+    export.export_onnx(model.module, onnx_path, shape, input_name, names, dynamic_hw=inference.dynamic_hw)
+    export.export_openvino(onnx_path, xml_path, mean=inference.ir_mean, scale=inference.ir_scale)
+    return {"family": model.family.name, "input_shape": list(shape), "output_names": names, "verified": False,
             "files": {"onnx": str(onnx_path), "openvino_xml": str(xml_path),
                       "openvino_bin": str(xml_path.with_suffix(".bin"))}}
 
@@ -397,7 +379,7 @@ def _bench_backends(model_path: Path, family: str | None, names: Sequence[str], 
         else:
             src = exported.get("xml", model_path)
             m = open_model(src, family, name, threads)
-        fam = fam or m.family
+        fam = fam or m.family.name
         opened.append((name, m.backend))
     return fam or "unknown", opened, skipped
 
@@ -418,7 +400,7 @@ def format_bench_table(rows: Sequence[dict]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pose.export import FAMILY_DEFAULTS, measure_latency
+    from pose.export import measure_latency
 
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
     bad = [n for n in names if n not in BACKENDS]
@@ -428,7 +410,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pose-bench-") as tmp:
         family, opened, skipped = _bench_backends(model_path, args.family, names, args.threads, args.input_shape,
                                                   Path(tmp))
-        shape = tuple(args.input_shape or FAMILY_DEFAULTS.get(family, {}).get("input_shape", (1, 3, 256, 256)))
+        shape = tuple(args.input_shape or (family_named(family).inference.input_shape if family in FAMILIES
+                                           else (1, 3, 256, 256)))
         rows = []
         for name, be in opened:
             lat = measure_latency(be, shape, warmup=args.warmup, runs=args.runs)
@@ -445,74 +428,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ======================================================================================================== eval
-def _first_existing(*paths: Path) -> Path | None:
-    return next((p for p in paths if p.exists()), None)
-
-
-def _eval_hourglass(model: OpenedModel, args: argparse.Namespace) -> tuple[dict, str]:
-    from pose.data.mpii import load_mpii_annotations, read_protocol_gt, split_index
-    from pose.evaluation.pckh import format_table, pckh
-    from pose.predict.single_person import predict_mpii
-
-    dataset = Path(args.dataset)
-    records = load_mpii_annotations(dataset)
-    _, val_idx = split_index(records)
-    if len(val_idx) < len(records):  # a full annotation file: its val records, in file order
-        records = [records[i] for i in val_idx]
-    images = Path(args.images) if args.images else _first_existing(dataset.parent / "images")
-    gt_path = Path(args.gt) if args.gt else _first_existing(dataset.parent / "gt_val.mat",
-                                                            dataset.parent / "detections_our_format.mat")
-    if images is None:
-        raise SystemExit(f"error: no images folder beside {dataset}; pass --images DIR")
-    if gt_path is None:
-        raise SystemExit(f"error: no gt_val.mat / detections_our_format.mat beside {dataset}; pass --gt FILE")
-    gt = read_protocol_gt(gt_path)
-    if gt.joints.shape[0] != len(records):
-        raise PoseDataError(gt_path, f"{gt.joints.shape[0]} people in the protocol file but {len(records)} val "
-                                     f"records in {dataset}", field="pos_gt_src")
-    preds = predict_mpii(model.runner, records, images, _input_res(model, args.input_res), flip_test=args.flip,
-                         batch_size=args.batch_size, progress=not args.quiet, decode=args.decode)
-    result = pckh(preds, gt)
-    if args.preds_mat:
-        from pose.data.mpii import write_preds_mat
-
-        write_preds_mat(args.preds_mat, preds)
-    return result, format_table({model.path.name: result}) + f"\n({result['protocol']})"
-
-
-def _eval_openpose(model: OpenedModel, args: argparse.Namespace) -> tuple[dict, str]:
-    from pose.evaluation.coco_ap import METRIC_NAMES, evaluate_predictor
-    from pose.predict.multi_person import MultiPersonPredictor
-
-    dataset = Path(args.dataset)
-    split = dataset.stem.split("_")[-1]  # person_keypoints_val2017 → val2017
-    images = Path(args.images) if args.images else _first_existing(dataset.parent.parent / split,
-                                                                   dataset.parent / "images")
-    if images is None:
-        raise SystemExit(f"error: no images folder found for {dataset}; pass --images DIR")
-    make = MultiPersonPredictor.demo if args.mode == "demo" else MultiPersonPredictor.validation
-    metrics, results = evaluate_predictor(make(model.runner), dataset, images, progress=not args.quiet)
-    if args.results:
-        write_json(args.results, results)
-    head = "  ".join(f"{n:>6}" for n in METRIC_NAMES)
-    row = "  ".join(f"{100 * metrics[n]:6.2f}" if metrics[n] >= 0 else f"{'-':>6}" for n in METRIC_NAMES)
-    return {**metrics, "num_results": len(results)}, f"{head}\n{row}\n(COCO keypoints AP, percent)"
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     model = open_model(args.model, args.family, args.backend, args.threads)
-    result, table = (_eval_hourglass if model.family == "hourglass" else _eval_openpose)(model, args)
-    print(f"pose eval: {model.path} ({model.family}, {model.backend.name}) on {args.dataset}")
+    options = EvalOptions(dataset=Path(args.dataset), images=Path(args.images) if args.images else None,
+                          gt=Path(args.gt) if args.gt else None, predict=predict_options(model, args),
+                          batch_size=args.batch_size, progress=not args.quiet,
+                          preds_out=Path(args.preds_mat or args.results) if (args.preds_mat or args.results) else None)
+    result, table = model.family.evaluate(model.runner, options)
+    print(f"pose eval: {model.path} ({model.family.name}, {model.backend.name}) on {args.dataset}")
     print(table)
     if args.json:
-        write_json(args.json, {"model": str(model.path), "family": model.family, "dataset": str(args.dataset),
+        write_json(args.json, {"model": str(model.path), "family": model.family.name, "dataset": str(args.dataset),
                                "backend": model.backend.name, "metrics": result}, indent=2)
     return 0
 
 
 # ======================================================================================================== parser
 def _add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    p.add_argument("--family", choices=FAMILIES, help="model family (default: from the checkpoint or output names)")
+    p.add_argument("--family", choices=tuple(FAMILIES), help="model family (default: from the checkpoint or output names)")
     if backend:
         p.add_argument("--backend", choices=BACKENDS,
                        help="runtime (default: torch for .pt, onnxruntime for .onnx, openvino_f32 for .xml; "
@@ -544,8 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float,
                    help="hourglass: MPII scale (person height / 200 px); default: the whole image is the crop")
     p.add_argument("--flip", action="store_true", help="hourglass: flip test")
-    p.add_argument("--decode", choices=("reference", "dark"), default="reference",
-                   help="hourglass: heatmap decode (reference: argmax ±0.25; dark: sub-pixel Newton step)")
+    p.add_argument("--decode", choices=("reference", "argmax_shift", "dark"), default="reference",
+                   help="hourglass: heatmap decode (reference: FPD-U's, argmax ±0.25 and integer image coordinates; "
+                        "argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
     p.add_argument("--draw-threshold", type=float, help="draw keypoints whose score exceeds this")
     p.add_argument("--video-ext", default=".mp4", choices=(".mp4", ".avi"), help="video output container")
     p.add_argument("--no-images", action="store_true", help="write only the JSON for image inputs")
@@ -558,9 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (model.onnx, model.xml, model.bin)")
     p.add_argument("--input-shape", type=_parse_shape, help="N,3,H,W (default: 1,3,256,256 hourglass, "
                                                             "1,3,256,456 openpose)")
-    p.add_argument("--family", choices=FAMILIES, help="model family (default: from the checkpoint)")
+    p.add_argument("--family", choices=tuple(FAMILIES), help="model family (default: from the checkpoint)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity checks")
-    p.add_argument("--atol", type=float, default=1e-4, help="parity bound, max abs difference (default 1e-4)")
+    p.add_argument("--atol", type=float, default=ExportSettings.atol,
+                   help=f"parity bound, max abs difference (default {ExportSettings.atol:g})")
     p.add_argument("--latency-runs", type=int, default=0, help="also time each backend (default 0: no timing)")
     p.add_argument("--threads", type=int, help="intra-op threads")
     p.add_argument("--json", help="write the export metrics here")
@@ -589,8 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "the dataset)")
     p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else 256)")
     p.add_argument("--flip", action="store_true", help="hourglass: flip test")
-    p.add_argument("--decode", choices=("reference", "dark"), default="reference",
-                   help="hourglass: heatmap decode (reference: argmax ±0.25; dark: sub-pixel Newton step)")
+    p.add_argument("--decode", choices=("reference", "argmax_shift", "dark"), default="reference",
+                   help="hourglass: heatmap decode (reference: FPD-U's, argmax ±0.25 and integer image coordinates; "
+                        "argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
     p.add_argument("--batch-size", type=int, default=16, help="hourglass: batch size")
     p.add_argument("--preds-mat", help="hourglass: also write the predictions .mat (1-based)")
     p.add_argument("--mode", choices=("val", "demo"), default="val",

@@ -3,7 +3,7 @@
 ``export_model`` is the one entry point the export stages and the ``pose export`` command call: it writes
 ``model.onnx`` and ``model.xml``/``model.bin``, checks each against eager torch, and measures latency.
 
-Names follow the references (REFERENCE A5, B5): the hourglass takes ``image`` and returns ``heatmaps_stack<i>``;
+Names follow the references (docs/MODELS.md#export-io): the hourglass takes ``image`` and returns ``heatmaps_stack<i>``;
 Lightweight OpenPose takes ``data`` (dynamic height/width) and returns ``stage_<s>_output_1_heatmaps``,
 ``stage_<s>_output_0_pafs`` per stage, in the model's [heatmaps, pafs, ...] order. LWOP's IR has the input
 normalisation ``(BGR - 128) / 256`` folded in, so it takes raw BGR pixels 0..255 (as float32); the ONNX file takes
@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,37 +24,36 @@ import numpy as np
 import torch
 from torch import nn
 
-from pose.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend
+from pose.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend, to_raw_pixels
+from pose.families import Family, Inference, family_of_module
+from pose.families import family as family_named
 from pose.io import PoseDataError, atomic_path
 
 __all__ = [
-    "ParityError", "FAMILY_DEFAULTS", "io_names", "export_onnx", "export_openvino", "verify", "measure_latency",
+    "ExportSettings", "ParityError", "io_names", "export_onnx", "export_openvino", "verify", "measure_latency",
     "export_model",
 ]
 
-#: Per family: default input shape, whether H/W are dynamic, and the preprocessing folded into the IR.
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "hourglass": {"input_shape": (1, 3, 256, 256), "dynamic_hw": False, "mean": None, "scale": None},
-    "openpose": {"input_shape": (1, 3, 256, 456), "dynamic_hw": True, "mean": 128.0, "scale": 256.0},
-}
+@dataclass(frozen=True)
+class ExportSettings:
+    """What an export does besides writing the files; the defaults of :func:`export_model` too."""
+
+    input_shape: tuple[int, int, int, int] | None = None  # ONNX / IR trace and latency shape; None: the family's
+    verify_inputs: int = 4           # real val inputs an export stage runs through every backend for parity
+    atol: float = 1e-4               # f32 max abs difference allowed against torch
+    latency_runs: int = 20
+    latency_warmup: int = 5
+    threads: int | None = None       # every runtime's intra-op threads; None: the runtimes' defaults
 
 
 class ParityError(AssertionError):
     """An exported model's outputs differ from the reference by more than the allowed bound."""
 
 
-def io_names(family: str, num_outputs: int) -> tuple[str, list[str]]:
-    """Input name and output names for a model family with ``num_outputs`` outputs."""
-    if family == "hourglass":
-        return "image", [f"heatmaps_stack{i}" for i in range(num_outputs)]
-    if family == "openpose":
-        if num_outputs % 2:
-            raise ValueError(f"an OpenPose model returns heatmaps/PAF pairs; got {num_outputs} outputs")
-        names: list[str] = []
-        for s in range(num_outputs // 2):
-            names += [f"stage_{s}_output_1_heatmaps", f"stage_{s}_output_0_pafs"]
-        return "data", names
-    raise ValueError(f"unknown model family {family!r} (expected one of {sorted(FAMILY_DEFAULTS)})")
+def io_names(family: Family | str, num_outputs: int) -> tuple[str, list[str]]:
+    """Input name and output names of a ``family`` model with ``num_outputs`` outputs."""
+    fam = family if isinstance(family, Family) else family_named(family)
+    return fam.inference.input_name, fam.output_names(num_outputs)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int], input_name: str,
@@ -75,7 +75,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
     try:
         with atomic_path(path) as tmp:
             with torch.no_grad(), warnings.catch_warnings():
-                # the TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript (REFERENCE B5)
+                # the TorchScript exporter is deprecated for dynamo, which needs onnxscript (docs/PROTOCOLS.md#export)
                 warnings.simplefilter("ignore", DeprecationWarning)
                 torch.onnx.export(model, (dummy,), str(tmp), input_names=[input_name], output_names=output_names,
                                   dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
@@ -207,35 +207,26 @@ def measure_latency(backend: Backend, input_shape: Sequence[int], warmup: int = 
     }
 
 
-def _default_verify_inputs(family: str, input_shape: Sequence[int], dynamic_hw: bool) -> list[np.ndarray]:
+def _default_verify_inputs(inference: Inference, input_shape: Sequence[int]) -> list[np.ndarray]:
     """Deterministic normalised inputs in the range the model sees: one at ``input_shape`` and, for dynamic H/W,
-    one at another size (so the dynamic axes are exercised)."""
+    one at another size (so the dynamic axes are exercised). A family whose IR folds its normalisation gets the
+    normalised values of integer pixels 0..255 (what the IR will be fed), others uniform values in ±0.5."""
     rng = np.random.default_rng(0)
     shapes = [tuple(input_shape)]
-    if dynamic_hw:
+    if inference.dynamic_hw:
         n, c, h, w = input_shape
         shapes.append((n, c, max(8, (h // 2) // 8 * 8 + 8), max(8, (w * 3 // 4) // 8 * 8)))
-    if family == "openpose":  # (BGR - 128) / 256 of integer pixels
-        return [((rng.integers(0, 256, s) - 128.0) / 256.0).astype(np.float32) for s in shapes]
+    if inference.folds_normalisation:
+        mean, scale = inference.ir_mean or 0.0, inference.ir_scale or 1.0
+        return [((rng.integers(0, 256, s) - mean) / scale).astype(np.float32) for s in shapes]
     return [rng.uniform(-0.5, 0.5, s).astype(np.float32) for s in shapes]
-
-
-def _family_of(model: nn.Module) -> str | None:
-    from pose.models.hourglass import HourglassNet
-    from pose.models.openpose import LightweightOpenPose
-
-    if isinstance(model, HourglassNet):
-        return "hourglass"
-    if isinstance(model, LightweightOpenPose):
-        return "openpose"
-    return None
 
 
 def export_model(checkpoint_or_model: str | os.PathLike | nn.Module, out_dir: str | os.PathLike,
                  family: str | None = None, input_shape: Sequence[int] | None = None,
-                 verify_inputs: Sequence[np.ndarray] | None = None, *, atol: float = 1e-4,
-                 latency_runs: int = 20, latency_warmup: int = 5, threads: int | None = None,
-                 opset: int = 17) -> dict[str, Any]:
+                 verify_inputs: Sequence[np.ndarray] | None = None, *, atol: float = ExportSettings.atol,
+                 latency_runs: int = ExportSettings.latency_runs, latency_warmup: int = ExportSettings.latency_warmup,
+                 threads: int | None = None, opset: int = 17) -> dict[str, Any]:
     """Export a model (our checkpoint file or an ``nn.Module``) to ``out_dir/model.onnx`` and
     ``out_dir/model.xml``/``.bin``, verify both against eager torch, measure latencies, return the metrics.
 
@@ -254,19 +245,17 @@ def export_model(checkpoint_or_model: str | os.PathLike | nn.Module, out_dir: st
         from pose.checkpoint import load_model
 
         model, _ = load_model(checkpoint_or_model)  # reference layouts have no 'arch': the model type tells
-    family = family or _family_of(model)
-    if family is None:
+    fam = family_named(family) if family else family_of_module(model)
+    if fam is None:
         raise ValueError(f"cannot tell the family of a {type(model).__name__}; pass family=")
-    if family not in FAMILY_DEFAULTS:
-        raise ValueError(f"unknown model family {family!r} (expected one of {sorted(FAMILY_DEFAULTS)})")
-    spec = FAMILY_DEFAULTS[family]
-    input_shape = tuple(int(v) for v in (input_shape or spec["input_shape"]))
-    dynamic_hw, mean, scale = spec["dynamic_hw"], spec["mean"], spec["scale"]
+    inference = fam.inference
+    input_shape = tuple(int(v) for v in (input_shape or inference.input_shape))
+    dynamic_hw, mean, scale = inference.dynamic_hw, inference.ir_mean, inference.ir_scale
     model = model.eval()
 
     torch_be = TorchBackend(model, threads=threads)
     probe = np.zeros(input_shape, np.float32)
-    input_name, output_names = io_names(family, len(torch_be(probe)))
+    input_name, output_names = io_names(fam, len(torch_be(probe)))
     torch_be = TorchBackend(model, output_names=output_names)
 
     out_dir = Path(out_dir)
@@ -276,13 +265,8 @@ def export_model(checkpoint_or_model: str | os.PathLike | nn.Module, out_dir: st
         onnx_tmp = export_onnx(model, work / "model.onnx", input_shape, input_name, output_names,
                                dynamic_hw=dynamic_hw, opset=opset)
         xml_tmp = export_openvino(onnx_tmp, work / "model.xml", mean=mean, scale=scale)
-        inputs = list(verify_inputs) if verify_inputs is not None else _default_verify_inputs(
-            family, input_shape, dynamic_hw)
-        raw_inputs = inputs
-        if mean is not None or scale is not None:
-            m = np.asarray(_as_channel_values(mean if mean is not None else 0.0), np.float32).reshape(1, -1, 1, 1)
-            s = np.asarray(_as_channel_values(scale if scale is not None else 1.0), np.float32).reshape(1, -1, 1, 1)
-            raw_inputs = [(x * s + m).astype(np.float32) for x in inputs]
+        inputs = list(verify_inputs) if verify_inputs is not None else _default_verify_inputs(inference, input_shape)
+        raw_inputs = [to_raw_pixels(x, mean, scale) for x in inputs] if inference.folds_normalisation else inputs
         # sessions hold the models in memory, so the files can be moved once parity is established
         ort_be = OnnxBackend(onnx_tmp, threads=threads)
         ov_f32 = OpenVinoBackend(xml_tmp, precision="f32", threads=threads)
@@ -302,7 +286,7 @@ def export_model(checkpoint_or_model: str | os.PathLike | nn.Module, out_dir: st
         shutil.rmtree(work, ignore_errors=True)
 
     metrics: dict[str, Any] = {
-        "family": family, "input_shape": list(input_shape), "input_name": input_name,
+        "family": fam.name, "input_shape": list(input_shape), "input_name": input_name,
         "output_names": output_names, "dynamic_hw": dynamic_hw,
         "preprocessing_in_ir": {"mean": mean, "scale": scale},
         "files": {"onnx": str(onnx_path), "openvino_xml": str(xml_path), "openvino_bin": str(bin_path)},

@@ -1,4 +1,4 @@
-"""Training losses: stacked-hourglass heatmap MSE, Fast Pose Distillation (REFERENCE A3), OpenPose masked L2 (B3).
+"""Training losses: stacked-hourglass heatmap MSE, Fast Pose Distillation, OpenPose masked L2 (docs/PROTOCOLS.md).
 
 Every function is vectorised over the batch; the returned ``parts`` are detached tensors (no host sync per step).
 """

@@ -1,4 +1,4 @@
-"""Pose tracking across video frames and One Euro keypoint smoothing (LWOP's demo, REFERENCE B4).
+"""Pose tracking across video frames and One Euro keypoint smoothing (LWOP's demo, docs/PROTOCOLS.md#tracking).
 
 Tracking follows LWOP's ``track_poses`` semantics with our own, vectorised code:
 

@@ -1,4 +1,4 @@
-"""Backends: one callable protocol over torch / onnxruntime / OpenVINO, and open_backend by suffix."""
+"""Backends: one callable protocol over torch / onnxruntime / OpenVINO."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pose.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend, open_backend
+from pose.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend
 from pose.export import export_onnx, export_openvino
 from pose.io import PoseDataError
 from stand_in_nets import PairNet
@@ -151,27 +151,3 @@ def test_missing_and_corrupt_files_raise_pose_data_error(tmp_path):
     lonely.write_text("<net/>")
     with pytest.raises(PoseDataError, match="lonely.bin"):  # an IR without its weights
         OpenVinoBackend(lonely)
-
-
-def test_open_backend_chooses_by_suffix(exported, tmp_path):
-    from pose.checkpoint import save_model
-    from pose.models.hourglass import HourglassNet
-
-    onnx_be = open_backend(exported["onnx"], threads=1)
-    xml_be = open_backend(exported["xml"], precision="f32")
-    assert isinstance(onnx_be, OnnxBackend) and isinstance(xml_be, OpenVinoBackend)
-    assert onnx_be.name == "onnxruntime" and xml_be.name == "openvino_f32"
-
-    arch = {"family": "hourglass", "num_stacks": 1, "num_blocks": 1, "num_classes": 16, "mobile": True}
-    torch.manual_seed(0)
-    net = HourglassNet(num_stacks=1, num_blocks=1, mobile=True).eval()
-    save_model(tmp_path / "model.pt", net, arch)
-    pt_be = open_backend(tmp_path / "model.pt", channels_last=True)
-    assert isinstance(pt_be, TorchBackend) and pt_be.channels_last
-    x = _x((1, 3, 64, 64))
-    with torch.no_grad():
-        ref = net(torch.from_numpy(x))[0].numpy()
-    np.testing.assert_allclose(pt_be(x)[0], ref, atol=1e-5)
-
-    with pytest.raises(PoseDataError, match="unknown model file type"):
-        open_backend(tmp_path / "model.tflite")

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from pose.checkpoint import save_model
-from pose.cli import family_from_output_names, main, open_model
+from pose.cli import main, open_model
+from pose.families import family_of_outputs
 from pose.codecs.heatmap import encode_heatmaps
 from pose.codecs.paf import encode_pafs
 from pose.export import export_onnx, io_names
-from pose.models import build_model
+from pose.families import build_model
 from pose.skeletons import COCO17, OPENPOSE18
 
 HG_ARCH = {"family": "hourglass", "num_stacks": 1, "num_blocks": 1, "mobile": True}
@@ -138,9 +139,9 @@ def test_installed_script_help():
 
 
 def test_family_from_output_names():
-    assert family_from_output_names(["heatmaps_stack0", "heatmaps_stack1"]) == "hourglass"
-    assert family_from_output_names(io_names("openpose", 4)[1]) == "openpose"
-    assert family_from_output_names(["output_0"]) is None
+    assert family_of_outputs(["heatmaps_stack0", "heatmaps_stack1"]).name == "hourglass"
+    assert family_of_outputs(io_names("openpose", 4)[1]).name == "openpose"
+    assert family_of_outputs(["output_0"]) is None
 
 
 def test_bad_input_is_one_line_error(tiny, capsys):
@@ -229,7 +230,7 @@ def test_export_writes_and_verifies(tiny, tmp_path, capsys):
     # the exported files open with the right family and static input size
     for f in ("model.onnx", "model.xml"):
         opened = open_model(out / f)
-        assert opened.family == "hourglass" and opened.input_shape == (1, 3, 64, 64) and not opened.raw_pixels
+        assert opened.family.name == "hourglass" and opened.input_shape == (1, 3, 64, 64) and not opened.raw_pixels
 
 
 def test_export_no_verify_openpose_ir_takes_raw_pixels(tiny, tmp_path):
@@ -237,7 +238,7 @@ def test_export_no_verify_openpose_ir_takes_raw_pixels(tiny, tmp_path):
     assert main(["export", str(tiny / "openpose.pt"), "--out", str(out), "--input-shape", "1,3,64,64",
                  "--no-verify"]) == 0
     ir, onnx = open_model(out / "model.xml"), open_model(out / "model.onnx")
-    assert ir.family == onnx.family == "openpose" and ir.raw_pixels and not onnx.raw_pixels
+    assert ir.family.name == onnx.family.name == "openpose" and ir.raw_pixels and not onnx.raw_pixels
     x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 3, 64, 64)).astype(np.float32)
     np.testing.assert_allclose(ir.runner(x)[-1], onnx.runner(x)[-1], atol=1e-4)
 

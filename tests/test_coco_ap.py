@@ -75,6 +75,23 @@ def test_results_conversion():
     assert res[1]["score"] == pytest.approx(2.0 * 2)   # no count: 3 found keypoints → × 2
 
 
+def test_results_keep_found_keypoints_outside_the_image():
+    """LWOP's convert_to_coco_format tests only the missing marker (-1), never the sign of a coordinate: a found
+    keypoint left of or above the image (the demo path can give one) is kept with +0.5 and v=1."""
+    k = np.full((18, 3), -1.0)
+    k[0] = [-3.2, 20, 0.8]      # nose, x < 0 → COCO 0
+    k[2] = [30, -0.7, 0.7]      # r_shoulder, y < 0 → COCO 6
+    k[5] = [-0.2, -4, 0.6]      # l_shoulder, both < 0 → COCO 5
+    k[8] = [-1, 12, 0.5]        # x = -1: LWOP's missing marker → COCO 12 stays 0, 0, 0
+    res = poses_to_coco_results(3, [Pose(k, score=1.5)])
+    kp = np.asarray(res[0]["keypoints"]).reshape(17, 3)
+    np.testing.assert_allclose(kp[0], [-2.7, 20.5, 1])
+    np.testing.assert_allclose(kp[6], [30.5, -0.2, 1])
+    np.testing.assert_allclose(kp[5], [0.3, -3.5, 1])
+    assert kp[12].tolist() == [0, 0, 0] and kp[[i for i in range(17) if i not in (0, 5, 6)]].sum() == 0
+    assert res[0]["score"] == pytest.approx(1.5 * 2)   # no count: 3 found keypoints → × 2
+
+
 def test_perfect_prediction_scores_ap_one(tmp_path):
     path, data = _gt(tmp_path, np.random.default_rng(0))
     results = []

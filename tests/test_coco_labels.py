@@ -1,4 +1,4 @@
-"""COCO label conversion (REFERENCE B2), validation errors and the val subset, on hand-built COCO files."""
+"""COCO label conversion (docs/PROTOCOLS.md#coco-labels), validation errors, val subset, on hand-built files."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from pose.data.coco import (convert_labels, coco_to_openpose18, crowd_mask, load_coco_keypoints, make_val_subset,
-                            prepare_train_labels, read_labels)
+                            prepare_train_labels)
 from pose.io import PoseDataError, write_image
 
 W, H = 640, 480
-# B2, written out independently of skeletons.json: COCO (1-based) indices into OpenPose slots 0, 2..17
+# LWOP's mapping, written out independently of skeletons.json: COCO (1-based) indices into OpenPose slots 0, 2..17
 B2_FROM_COCO_1BASED = [1, 7, 9, 11, 6, 8, 10, 13, 15, 17, 12, 14, 16, 3, 2, 5, 4]
 L_SHO, R_SHO = 5, 6  # COCO 0-based
 
@@ -162,12 +162,12 @@ def test_missing_image_fails_or_is_skipped(tmp_path):
         convert_labels(path, tmp_path / "nope")
 
 
-def test_write_read_labels_round_trip(tmp_path):
+def test_prepared_labels_round_trip(tmp_path):
     path, img_dir = coco_file(tmp_path, [image(1)], [ann(1, 1, [10, 10, 100, 100])])
     out = tmp_path / "prepared" / "train_labels.json"
     summary = prepare_train_labels(path, img_dir, out, net_input=256)
     assert summary["entries"] == 1
-    back = read_labels(out)
+    back = json.loads(out.read_text())
     assert back == convert_labels(path, img_dir, net_input=256)
     assert back[0]["scale_provided"] == pytest.approx(100 / 256)
     assert not list(out.parent.glob(".*tmp"))
@@ -218,3 +218,40 @@ def test_val_subset(tmp_path):
     assert [im["id"] for im in json.loads(out2.read_text())["images"]] != [im["id"] for im in sub["images"]]
     with pytest.raises(PoseDataError, match="positive"):
         make_val_subset(path, 0, 0, out2)
+
+
+def _reference_select(anns: list[dict]) -> list[int]:
+    """Oracle: LWOP prepare_train_labels' person filter, literally (Python floats, ``** 0.5``, ``width * 0.3``)."""
+    chosen, previous = [], []
+    for i, a in enumerate(anns):
+        if a["num_keypoints"] < 5 or a["area"] < 32 * 32:
+            continue
+        c = [a["bbox"][0] + a["bbox"][2] / 2, a["bbox"][1] + a["bbox"][3] / 2]
+        if any(((c[0] - p[0]) ** 2 + (c[1] - p[1]) ** 2) ** 0.5 < p[2] * 0.3 for p in previous):
+            continue
+        previous.append([c[0], c[1], a["bbox"][2]])
+        chosen.append(i)
+    return chosen
+
+
+@pytest.mark.parametrize("first, second, reference_close", [
+    ([37.37, 86.5, 268.67, 83.24], [109.18423735260482, -34.45, 184.11, 175.15], True),
+    ([287.52, 277.71, 247.45, 207.01], [297.70844162765184, 324.94, 229.51, 261.0], False),
+])
+def test_centre_distance_ties_follow_the_reference_arithmetic(tmp_path, first, second, reference_close):
+    """Centres exactly at 0.3·width up to the last bit: np.hypot and (dx² + dy²) ** 0.5 disagree; LWOP's wins."""
+    from pose.data.coco import _select_people
+
+    c1 = (first[0] + first[2] / 2, first[1] + first[3] / 2)
+    c2 = (second[0] + second[2] / 2, second[1] + second[3] / 2)
+    ref_dist = ((c2[0] - c1[0]) ** 2 + (c2[1] - c1[1]) ** 2) ** 0.5
+    assert (ref_dist < first[2] * 0.3) == reference_close
+    assert (np.hypot(c2[0] - c1[0], c2[1] - c1[1]) < 0.3 * first[2]) != reference_close   # a genuine tie
+    people = [{"num_keypoints": 17, "area": 5000.0, "bbox": b} for b in (first, second)]
+    expected = [0] if reference_close else [0, 1]
+    assert _reference_select(people) == expected
+    assert _select_people(people) == expected
+    # the same through the whole conversion
+    anns = [ann(1, 7, list(first)), ann(2, 7, list(second))]
+    path, img_dir = coco_file(tmp_path, [image(7)], anns)
+    assert len(convert_labels(path, img_dir, net_input=368)) == len(expected)

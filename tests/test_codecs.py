@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pose.codecs.heatmap import decode_heatmaps, decode_heatmaps_dark, encode_heatmaps, encode_openpose_heatmaps, heatmap_weights
+from pose.codecs.heatmap import (DECODE_METHODS, decode_heatmaps, decode_heatmaps_dark, encode_heatmaps,
+                                 encode_openpose_heatmaps, finalize_image_coords, heatmap_weights)
 from pose.codecs.paf import encode_pafs
 from pose.skeletons import OPENPOSE18
 
@@ -63,6 +64,34 @@ def test_decode_shift_direction_and_border():
     np.testing.assert_allclose(maxvals[0], [1, 1, 1])
 
 
+def test_reference_masks_non_positive_maps_and_argmax_shift_does_not():
+    hm = np.zeros((1, 4, 8, 8), np.float32)
+    hm[0, 0, 4, 4], hm[0, 0, 4, 5], hm[0, 0, 3, 4] = 1.0, 0.5, 0.2    # as above: (4.25, 3.75)
+    hm[0, 1] = -1.0
+    hm[0, 1, 5, 2], hm[0, 1, 5, 1] = -0.1, -0.5                         # max < 0: argmax (2, 5), shift −0.25 in x
+    # map 2: all zero (max == 0); map 3: a tiny positive peak still counts
+    hm[0, 3, 6, 1] = 1e-7
+    ref, ref_max = decode_heatmaps(hm, method="reference")
+    sub, sub_max = decode_heatmaps(hm, method="argmax_shift")
+    np.testing.assert_array_equal(sub[0], [[4.25, 3.75], [1.75, 5], [0, 0], [1, 6]])
+    np.testing.assert_array_equal(ref[0], [[4.25, 3.75], [-1, -1], [-1, -1], [1, 6]])   # FPD-U's 1-based (0, 0)
+    np.testing.assert_array_equal(ref_max, sub_max)
+    np.testing.assert_array_equal(decode_heatmaps(hm)[0], ref)            # the default is FPD-U's
+    assert ref.dtype == np.float32 and DECODE_METHODS == ("reference", "argmax_shift", "dark", "dark_blur")
+
+
+def test_finalize_image_coords_truncates_like_fpdu():
+    xy = np.array([[12.75, 0.2], [-0.4, -1.0], [-1.3, -2.0], [-2.6, 63.999], [5.0, -0.999]])
+    # FPD-U: 1-based int(x + 1) + 1 (int() truncates toward zero); internal = that − 1
+    fpdu = np.array([[int(x + 1) + 1 - 1 for x in row] for row in xy], dtype=np.float64)
+    np.testing.assert_array_equal(finalize_image_coords(xy, "reference"), fpdu)
+    np.testing.assert_array_equal(fpdu, [[13, 1], [0, 0], [0, -1], [-1, 64], [6, 0]])
+    for method in ("argmax_shift", "dark", "dark_blur"):
+        out = finalize_image_coords(xy.astype(np.float32), method)
+        assert out.dtype == np.float64
+        np.testing.assert_array_equal(out, xy.astype(np.float32))
+
+
 def test_dark_decode_recovers_gaussian_centres_exactly():
     """Log of a Gaussian is quadratic, so one Newton step on the log map lands on the centre (no blur); with the
     blur (a Gaussian of the same sigma, truncated) the centre moves by well under a tenth of a cell."""
@@ -101,7 +130,7 @@ def test_dark_decode_hand_computed_and_fallbacks():
 
 # ------------------------------------------------------------------------------------------------- OpenPose maps
 def _naive_openpose(people, size, stride, sigma):
-    """Direct loops over cells, written from REFERENCE B3 (golden for the vectorised encoder)."""
+    """Direct loops over cells, written from docs/PROTOCOLS.md#openpose-targets (golden for the vectorised encoder)."""
     w, h = size
     k = people.shape[1]
     out = np.zeros((k + 1, h, w))

@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from torch import nn
 
 from pose import export as export_mod
 from pose.backends import OnnxBackend, OpenVinoBackend, TorchBackend

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from flows import _main
+from pose.io import PoseDataError
 
 
 def _closed_port_url() -> str:
@@ -50,3 +51,108 @@ def test_run_flow_uses_running_local_server(prefect_server: str, monkeypatch: py
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["probe-noop"])))
     assert len(runs) == 1 and runs[0].state.is_completed()
+
+
+# ---------------------------------------------------------------------------------------- clean errors
+def _raiser(exc: BaseException):
+    def boom() -> None:
+        raise exc
+
+    boom.__name__ = "boom"
+    return boom
+
+
+@pytest.fixture
+def no_prefect_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain callables stand in for flows; with the probe off run_flow calls them directly."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("POSEPIPE_PREFECT_PROBE", "0")
+
+
+def _user_facing_errors() -> list[BaseException]:
+    from pose.engine.trainer import NonFiniteLossError
+    from pose.export import ParityError
+    from tasks.pipeline import StageFailed
+
+    return [PoseDataError("params.yaml", "must be >= 1, got 0", field="epochs"),
+            NonFiniteLossError("non-finite loss at step 6: loss=nan"),
+            ParityError("model.onnx differs from torch by 0.1 on output 'heatmaps'"),
+            StageFailed("evaluate", 1, "boom in evaluate")]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_run_flow_prints_user_facing_errors_on_one_line(index, no_prefect_api, capsys) -> None:
+    exc = _user_facing_errors()[index]
+    with pytest.raises(SystemExit) as e:
+        _main.run_flow(_raiser(exc))
+    assert e.value.code == 1
+    assert capsys.readouterr().err.startswith(f"error in boom: {exc}")
+
+
+@pytest.mark.parametrize("exc", [KeyError("stride"), FileNotFoundError("runs/x/last.pt"), ValueError("bug"),
+                                 AssertionError("bug"), RuntimeError("bug")])
+def test_run_flow_lets_bugs_keep_their_traceback(exc, no_prefect_api, capsys) -> None:
+    with pytest.raises(type(exc)):
+        _main.run_flow(_raiser(exc))
+    assert "error in" not in capsys.readouterr().err
+
+
+def test_run_flow_clean_errors_extends_the_set(no_prefect_api, capsys) -> None:
+    class Custom(RuntimeError):
+        pass
+
+    with pytest.raises(SystemExit):
+        _main.run_flow(_raiser(Custom("custom outcome")), clean_errors=(Custom,))
+    assert "error in boom: custom outcome" in capsys.readouterr().err
+    assert _main.run_flow(lambda x: x + 1, x=1) == 2
+
+
+def test_clean_error_types_only_looks_at_loaded_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(_main, "USER_FACING_ERRORS", (("posepipe_not_a_module", "Oops"), ("tasks.pipeline", "nope")))
+    assert _main.clean_error_types() == (PoseDataError,)
+    assert "posepipe_not_a_module" not in sys.modules
+
+
+# ---------------------------------------------------------------------------------------- load_params
+def test_load_params_missing_file_names_it(tmp_path) -> None:
+    from flows._params import load_params
+
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(PoseDataError, match="params file not found") as e:
+        load_params("coco", path=missing)
+    assert e.value.path == str(missing) and str(missing) in str(e.value)
+
+
+def test_load_params_missing_section_names_file_and_section(tmp_path) -> None:
+    from flows._params import load_params
+
+    p = tmp_path / "params.yaml"
+    p.write_text("coco: {a: 1}\nmpii: {b: 2}\n")
+    assert load_params("coco", "mpii", path=p) == {"coco": {"a": 1}, "mpii": {"b": 2}}
+    with pytest.raises(PoseDataError) as e:
+        load_params("coco", "fpd", path=p)
+    assert e.value.path == str(p) and e.value.field == "fpd" and "missing section(s) ['fpd']" in str(e.value)
+
+
+def test_load_params_bad_yaml_is_bad_input(tmp_path) -> None:
+    from flows._params import load_params
+
+    p = tmp_path / "params.yaml"
+    p.write_text("coco: [1, 2\n")
+    with pytest.raises(PoseDataError, match="not valid YAML"):
+        load_params(path=p)
+    p.write_text("- just\n- a list\n")
+    with pytest.raises(PoseDataError, match="mapping of sections"):
+        load_params(path=p)
+
+
+def test_optional_retrain_section_may_be_absent(tmp_path) -> None:
+    from flows.retrain import DEFAULTS, retrain_settings
+
+    p = tmp_path / "params.yaml"
+    p.write_text("coco: {a: 1}\n")
+    assert retrain_settings(str(p)) == DEFAULTS
+    p.write_text("retrain:\n  force: true\n")
+    assert retrain_settings(str(p)) == {**DEFAULTS, "force": True}

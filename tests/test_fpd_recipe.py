@@ -16,6 +16,7 @@ from pose.io import PoseDataError, read_json
 from pose.losses import fpd_loss
 from pose.models.hourglass import HourglassNet
 from pose.recipes import fpd
+from pose.recipes.common import StageFiles
 
 COLUMNS = ["Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean"]
 
@@ -62,16 +63,24 @@ def data(tmp_path_factory):
     return root, paths
 
 
+def resolve(section: dict) -> fpd.FpdSettings:
+    return fpd.FpdSettings.from_params(section, "test.yaml")
+
+
+def files(root, name: str) -> StageFiles:
+    return StageFiles(str(root / "models" / f"{name}.pt"), str(root / "runs" / name), str(root / "runs" / name / "live"),
+                      str(root / "metrics" / f"{name}.json"))
+
+
 @pytest.fixture(scope="module")
 def trained(data):
     """All four roles, 1–2 steps each; the distilled ones use the freshly trained teacher."""
     root, paths = data
-    cfg = fpd.resolve_profile(SECTION)
+    cfg = resolve(SECTION)
     out = {}
     for role in fpd.ROLES:
         teacher = str(root / "models" / "teacher.pt") if role in fpd.DISTILLED else None
-        out[role] = fpd.train_role(cfg, role, paths, root / "models" / f"{role}.pt", run_dir=root / "runs" / role,
-                                   live_dir=root / "runs" / role / "live", teacher_path=teacher)
+        out[role] = fpd.train_role(fpd.FpdRun(cfg, role, paths, files(root, role), teacher=teacher))
     return root, paths, out
 
 
@@ -86,6 +95,9 @@ def test_every_role_trains_and_saves(trained):
         assert isinstance(model, HourglassNet)
         assert model.num_stacks == (8 if role == "teacher" else 2) and model.mobile == (role != "teacher")
         assert (root / "runs" / role / "last.pt").exists()
+        written = read_json(root / "metrics" / f"{role}.json")       # the training metrics, one shape per role
+        assert written["run"] == role and written["step"] == s["step"] and written["loss"] == pytest.approx(s["loss"])
+        assert {"cpu_s", "wall_s", "resume", "train_samples"} <= set(written)
     assert set(out["student_fpd"]) >= {"loss_gt", "loss_kd", "loss_kd_u"}
     assert out["student_fpd"]["loss_kd_u"] == 0.0                 # labelled only
     assert out["student_fpd_unlabeled"]["train_samples"] == 6 + 3  # MPII train + unlabelled images
@@ -93,7 +105,7 @@ def test_every_role_trains_and_saves(trained):
 
 def test_fpd_step_loss_equals_fpd_loss(data):
     _, paths = data
-    cfg = fpd.resolve_profile(SECTION)
+    cfg = resolve(SECTION)
     torch.manual_seed(0)
     teacher, student = HourglassNet(8, 1), HourglassNet(2, 1, mobile=True)
     ds = fpd.build_train_set(cfg, "student_fpd_unlabeled", paths)
@@ -118,7 +130,7 @@ def test_labelled_target_weights(data):
     """Default targets: every labelled joint (occluded included) is trained on, after the flip's left/right swap;
     a joint whose Gaussian falls entirely off the map gets no weight."""
     _, paths = data
-    cfg = fpd.resolve_profile(SECTION)
+    cfg = resolve(SECTION)
     ds = fpd.build_train_set(cfg, "student", paths)
     assert ds.targets == "labelled"
     records = read_json(paths.train_json)
@@ -134,9 +146,9 @@ def test_labelled_target_weights(data):
         assert (weight[~expect] == 0).all()
     aug = copy.deepcopy(SECTION)
     aug["profiles"]["sample"]["augment"] = {"rot_factor": 15, "scale_factor": 0.1}
-    mild = fpd.build_train_set(fpd.resolve_profile(aug), "student", paths)
-    assert (mild.rot_factor, mild.scale_factor, mild.rot_prob) == (15.0, 0.1, 0.6)   # unset keys keep A2
-    vis = fpd.build_train_set(fpd.resolve_profile({**SECTION, "target": {"weight": "visible"}}), "student", paths)
+    mild = fpd.build_train_set(resolve(aug), "student", paths)
+    assert (mild.rot_factor, mild.scale_factor, mild.rot_prob) == (15.0, 0.1, 0.6)   # unset keys keep the paper's
+    vis = fpd.build_train_set(resolve({**SECTION, "target": {"weight": "visible"}}), "student", paths)
     assert vis.targets == "visible" and vis[0]["target_weight"].shape == (16,)
     both = fpd.build_train_set(cfg, "student_fpd_unlabeled", paths)
     assert len(both) == len(records) + len(both.datasets[1]) and both[len(records)]["labeled"] == 0
@@ -145,16 +157,18 @@ def test_labelled_target_weights(data):
 def test_eval_writes_mat_metrics_plots(trained, tmp_path):
     root, paths, _ = trained
     models = {r: str(root / "models" / f"{r}.pt") for r in ("student", "student_fpd")}
-    res = fpd.evaluate_models(models, paths, 64, tmp_path / "metrics", tmp_path / "preds", tmp_path / "curves",
-                              tmp_path / "curve.png", tmp_path / "grid.png", thresholds=[0.0, 0.25, 0.5],
-                              grid_images=2)
+    sec = copy.deepcopy(SECTION)
+    sec["eval"] = {"grid_images": 2}
+    out = fpd.MpiiEvalFiles(str(tmp_path / "metrics"), str(tmp_path / "preds"), str(tmp_path / "curves"),
+                            str(tmp_path / "curve.png"), str(tmp_path / "grid.png"))
+    res = fpd.evaluate_models(models, paths, resolve(sec), out, thresholds=[0.0, 0.25, 0.5])
     assert set(res) == {"student", "student_fpd", "mean_pose"}
     for name in res:
         m = read_json(tmp_path / "metrics" / f"{name}.json")
         assert set(COLUMNS) <= set(m) and all(m[c] is None or 0.0 <= m[c] <= 100.0 for c in COLUMNS)
         preds = scipy.io.loadmat(tmp_path / "preds" / f"{name}.mat")["preds"]
         assert preds.shape == (4, 16, 2)
-    assert res["student"]["params_m"] == pytest.approx(2.305504, abs=1e-6)  # REFERENCE A1 sizes at 256 px
+    assert res["student"]["params_m"] == pytest.approx(2.305504, abs=1e-6)  # docs/MODELS.md#hourglass-sizes
     assert res["student"]["gmacs_256"] == pytest.approx(3.60, abs=0.01)
     for name in res:
         rows = read_json(tmp_path / "curves" / f"{name}.json")
@@ -165,27 +179,33 @@ def test_eval_writes_mat_metrics_plots(trained, tmp_path):
 
 
 def test_profiles_and_validation():
-    paper = fpd.resolve_profile({**SECTION, "profile": "paper"})
-    tc = fpd.train_config_dict(paper, "teacher", run_dir="r", out_path="o")
-    assert paper["input_res"] == 256 and tc["batch_size"] == 6 and tc["optimizer"]["lr"] == 2.5e-4
-    assert tc["run_dir"] == "r" and tc["scheduler"]["milestones"] == [60]
-    sample = fpd.resolve_profile(SECTION)
-    assert fpd.train_config_dict(sample, "student")["max_steps"] == 2
-    assert fpd.train_config_dict(sample, "teacher")["max_steps"] == 1
-    assert fpd.role_arch(sample, "student_fpd") == {"family": "hourglass", "num_stacks": 2, "num_blocks": 1,
-                                                   "mobile": True}
+    paper = resolve({**SECTION, "profile": "paper"})
+    tc = paper.train_config("teacher", StageFiles("o", "r", "r/live", "m.json"))
+    assert paper.input_res == 256 and tc.batch_size == 6 and tc.optimizer["lr"] == 2.5e-4
+    assert tc.run_dir == "r" and tc.out_path == "o" and tc.scheduler["milestones"] == [60]
+    sample = resolve(SECTION)
+    assert sample.train_config("student").max_steps == 2
+    assert sample.train_config("teacher").max_steps == 1
+    assert sample.arch("student_fpd") == {"family": "hourglass", "num_stacks": 2, "num_blocks": 1, "mobile": True}
     for bad, field in (({"profile": "nope"}, "fpd.profile"), ({"alpha": 1.5}, "fpd.alpha"),
-                       ({"target": {"weight": "all"}}, "fpd.target.weight")):
-        with pytest.raises(PoseDataError, match=field.replace(".", r"\.")):
-            fpd.resolve_profile({**copy.deepcopy(SECTION), **bad})
+                       ({"target": {"weight": "all"}}, "fpd.target.weight"), ({"alpha": "0.5"}, "fpd.alpha"),
+                       ({"export": {"latency_runs": "abc"}}, "fpd.export.latency_runs"),
+                       ({"export": {"threads": True}}, "fpd.export.threads")):
+        with pytest.raises(PoseDataError, match=field.replace(".", r"\.")) as err:
+            resolve({**copy.deepcopy(SECTION), **bad})
+        assert err.value.path == "test.yaml"
     bad_aug = copy.deepcopy(SECTION)
     bad_aug["profiles"]["sample"]["augment"] = {"shear": 0.1}
     with pytest.raises(PoseDataError, match="augment"):
-        fpd.resolve_profile(bad_aug)
+        resolve(bad_aug)
+    bad_flag = copy.deepcopy(SECTION)
+    bad_flag["profiles"]["sample"]["flip_test"] = "false"          # a quoted boolean is not a boolean
+    with pytest.raises(PoseDataError, match="flip_test"):
+        resolve(bad_flag)
     bad_res = copy.deepcopy(SECTION)
     bad_res["profiles"]["sample"]["input_res"] = 96
     with pytest.raises(PoseDataError, match="multiple of 64"):
-        fpd.resolve_profile(bad_res)
+        resolve(bad_res)
 
 
 NO_AUG = {"scale_factor": 0.0, "rot_factor": 0.0, "rot_prob": 0.0, "flip_prob": 0.0, "color_factor": 0.0}
@@ -194,13 +214,14 @@ NO_AUG = {"scale_factor": 0.0, "rot_factor": 0.0, "rot_prob": 0.0, "flip_prob": 
 def test_profile_target_and_decode_override():
     sec = copy.deepcopy(SECTION)
     sec["profiles"]["sample"].update(target={"sigma": 1.5}, decode="dark")
-    cfg = fpd.resolve_profile(sec)
-    assert cfg["target"] == {"weight": "labelled", "subpixel": True, "sigma": 1.5}   # merged key by key
-    assert fpd.decode_args(cfg) == ("dark", 1.5)
-    assert fpd.decode_args(fpd.resolve_profile({**sec, "profile": "paper"})) == ("reference", 1.0)
+    cfg = resolve(sec)
+    assert cfg.target == fpd.Target(weight="labelled", subpixel=True, sigma=1.5)   # merged key by key
+    assert (cfg.decode, cfg.target.sigma) == ("dark", 1.5)
+    paper = resolve({**sec, "profile": "paper"})
+    assert (paper.decode, paper.target.sigma) == ("reference", 1.0)
     sec["profiles"]["sample"]["decode"] = "softargmax"
     with pytest.raises(PoseDataError, match="decode"):
-        fpd.resolve_profile(sec)
+        resolve(sec)
 
 
 def test_cached_soft_targets_equal_the_teacher_and_the_step(trained):
@@ -209,8 +230,8 @@ def test_cached_soft_targets_equal_the_teacher_and_the_step(trained):
     root, paths, _ = trained
     sec = copy.deepcopy(SECTION)
     sec["profiles"]["sample"]["augment"] = dict(NO_AUG)
-    cfg = fpd.resolve_profile(sec)
-    assert fpd.deterministic_inputs(cfg) and not fpd.deterministic_inputs(fpd.resolve_profile(SECTION))
+    cfg = resolve(sec)
+    assert cfg.deterministic_inputs and not resolve(SECTION).deterministic_inputs
     ds = fpd.build_train_set(cfg, "student_fpd_unlabeled", paths)
     teacher, _ = load_model(root / "models" / "teacher.pt")
     soft = fpd.teacher_soft_targets(teacher, ds, batch_size=4)
@@ -225,6 +246,6 @@ def test_cached_soft_targets_equal_the_teacher_and_the_step(trained):
     step = fpd.make_fpd_step(teacher, alpha=0.5)
     on_fly = {k: v for k, v in batch.items() if k != "soft"}
     torch.testing.assert_close(step(student, batch)[0], step(student, on_fly)[0], rtol=1e-5, atol=1e-7)
-    out = fpd.train_role(cfg, "student_fpd", paths, root / "models" / "fpd_cached.pt", run_dir=root / "runs" / "c",
-                         teacher_path=root / "models" / "teacher.pt", validate=False)
+    out = fpd.train_role(fpd.FpdRun(cfg, "student_fpd", paths, files(root, "fpd_cached"),
+                                    teacher=str(root / "models" / "teacher.pt")), validate=False)
     assert out["step"] == 1 and np.isfinite(out["loss"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pose.models import build_model
+from pose.families import build_model
 from pose.models.hourglass import HourglassNet
 
 FIXTURE = Path(__file__).parent / "fixtures" / "models" / "hg_s2_b1_mobile_golden.npz"
@@ -108,5 +108,5 @@ def test_build_model_rejects_bad_arch() -> None:
         build_model({"family": "resnet"})
     with pytest.raises(ValueError, match="bad arguments"):
         build_model({"family": "hourglass", "num_stack": 2})
-    assert build_model({"family": "hourglass", "num_stacks": 1}).arch == {
-        "family": "hourglass", "num_stacks": 1, "num_blocks": 1, "num_classes": 16, "mobile": False}
+    m = build_model({"family": "hourglass", "num_stacks": 1})
+    assert (m.num_stacks, m.num_blocks, m.num_classes, m.mobile) == (1, 1, 16, False)

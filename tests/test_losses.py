@@ -1,4 +1,4 @@
-"""Losses against direct element-wise computations (REFERENCE A3, B3)."""
+"""Losses against direct element-wise computations (docs/PROTOCOLS.md)."""
 from __future__ import annotations
 
 import pytest

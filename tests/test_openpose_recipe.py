@@ -14,9 +14,10 @@ from pose.checkpoint import load_checkpoint
 from pose.data import coco, synthetic
 from pose.io import PoseDataError
 from pose.losses import openpose_masked_l2
-from pose.models import build_model
+from pose.families import build_model
 from pose.predict.multi_person import Pose
 from pose.recipes import openpose as R
+from pose.recipes.common import StageFiles
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUT = 64
@@ -34,6 +35,18 @@ def tiny_profile(epochs: int = 1) -> dict:
                   "step3": {"num_refinement_stages": 3, "epochs": epochs, "max_steps": 1, "milestones": [1]}},
         "eval": {"base_height": INPUT, "scales": [1.0]},
     }
+
+
+def settings(profile: dict) -> R.OpenPoseSettings:
+    return R.OpenPoseSettings.from_params({"profile": "t", "profiles": {"t": profile}}, "test.yaml")
+
+
+def run(profile: dict, step: str, data: dict, name: str, init=None) -> R.OpenPoseRun:
+    tmp = data["tmp"]
+    files = StageFiles(str(tmp / f"models/{name}/model.pt"), str(tmp / f"runs/{name}"), str(tmp / f"runs/{name}/live"),
+                       str(tmp / f"metrics/{name}.json"))
+    return R.OpenPoseRun(settings(profile), step, R.CocoTrainData(str(data["labels"]), str(data["train_images"])),
+                         files, init=str(init) if init is not None else None)
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +73,15 @@ def trained(tiny_coco) -> dict:
     init = None
     for step in R.STEPS:
         path = tmp / f"models/openpose_{step}/model.pt"
-        out[step] = R.train_step(prof, step, tiny_coco["labels"], tiny_coco["train_images"], path,
-                                 run_dir=tmp / f"runs/openpose_{step}", init_weights=init)
+        out[step] = R.train_step(run(prof, step, tiny_coco, f"openpose_{step}", init))
         out[step]["path"] = path
         init = path
     return out
 
 
 def test_step_fn_loss_is_masked_l2_over_all_stages(tiny_coco):
-    ds = R.build_train_set(tiny_coco["labels"], tiny_coco["train_images"], tiny_profile()["data"])
+    ds = R.build_train_set(settings(tiny_profile()), R.CocoTrainData(str(tiny_coco["labels"]),
+                                                                  str(tiny_coco["train_images"])))
     batch = default_collate([ds[0], ds[1]])
     assert batch["image"].shape == (2, 3, INPUT, INPUT) and batch["pafs"].shape == (2, 38, 8, 8)
     batch["mask"][0, 0, :3] = 0.0                      # a masked region must not count
@@ -88,7 +101,8 @@ def test_step_fn_loss_is_masked_l2_over_all_stages(tiny_coco):
 
 def test_augmentation_changes_between_epochs(tiny_coco):
     """The trainer calls ``set_epoch`` every epoch: new crops per epoch, identical crops for the same epoch."""
-    ds = R.build_train_set(tiny_coco["labels"], tiny_coco["train_images"], tiny_profile()["data"])
+    ds = R.build_train_set(settings(tiny_profile()), R.CocoTrainData(str(tiny_coco["labels"]),
+                                                                  str(tiny_coco["train_images"])))
     ds.set_epoch(1)
     a = ds[0]["image"]
     ds.set_epoch(2)
@@ -107,7 +121,7 @@ def test_three_steps_chain_and_step3_loads_step2_partially(trained):
         assert ckpt["step"] == 1 and np.isfinite(trained[step]["loss"])
     assert s1["init"] == {"source": None}                          # from scratch: no ImageNet weights given
     n1 = len(build_model({"family": "openpose", "num_refinement_stages": 1}).state_dict())
-    assert n1 == 250                                               # REFERENCE B1
+    assert n1 == 250                                               # docs/MODELS.md#openpose-key-layout
     assert s2["init"]["loaded"] == n1 and not s2["init"]["missing"] and not s2["init"]["unexpected"]
     # step 3: every tensor of step 2 is copied; what is missing is exactly refinement stages 1 and 2
     assert s3["init"]["loaded"] == n1 and not s3["init"]["unexpected"] and not s3["init"]["mismatched"]
@@ -122,18 +136,18 @@ def test_three_steps_chain_and_step3_loads_step2_partially(trained):
 def test_resume_is_fingerprinted_by_init_weights(trained, tiny_coco):
     """Re-running a finished step resumes (nothing to do); new start weights force a fresh start."""
     prof, tmp = tiny_profile(), tiny_coco["tmp"]
-    again = R.train_step(prof, "step2", tiny_coco["labels"], tiny_coco["train_images"], tmp / "again.pt",
-                         run_dir=tmp / "runs/openpose_step2", init_weights=trained["step1"]["path"])
+    again = R.train_step(run(prof, "step2", tiny_coco, "openpose_step2", trained["step1"]["path"]))
     assert again["resume"].startswith("resuming") and again["resumed_from_step"] == 1
-    other = R.train_step(prof, "step2", tiny_coco["labels"], tiny_coco["train_images"], tmp / "other.pt",
-                         run_dir=tmp / "runs/openpose_step2", init_weights=trained["step3"]["path"])
+    metrics = json.loads((tmp / "metrics/openpose_step2.json").read_text())   # the step's training metrics
+    assert metrics["run"] == "step2" and metrics["step"] == 1 and metrics["resume"] == again["resume"]
+    other = R.train_step(run(prof, "step2", tiny_coco, "openpose_step2", trained["step3"]["path"]))
     assert other["resume"].startswith("fresh start:") and "extra" in other["resume"]
 
 
 def test_eval_writes_coco_metrics_and_results(trained, tiny_coco, tmp_path):
     metrics_path, results_path = tmp_path / "m/step3.json", tmp_path / "p/step3.json"
     m = R.evaluate_model(trained["step3"]["path"], tiny_coco["val"], tiny_coco["val_images"],
-                         tiny_profile()["eval"], metrics_path, results_path)
+                         settings(tiny_profile()).eval, metrics_path, results_path)
     on_disk = json.loads(metrics_path.read_text())
     assert on_disk == m
     for key in ("AP", "AP50", "AP75", "APm", "APl", "AR"):
@@ -182,42 +196,42 @@ def test_compare_poses_counts_and_pixel_differences():
 def test_params_profiles_resolve_and_paper_matches_reference():
     section = yaml.safe_load((ROOT / "params.yaml").read_text())["openpose"]
     assert section["profile"] == "sample"
-    sample = R.resolve_profile(section)
-    assert sample["data"]["stride"] == 8
-    paper = R.resolve_profile({**section, "profile": "paper"})
-    assert paper["data"]["input_size"] == 368 and paper["data"]["sigma"] == 7
-    assert paper["train"]["batch_size"] == 80
-    assert paper["train"]["optimizer"] == {"name": "adam", "lr": 4e-5, "weight_decay": 5e-4,
-                                           "param_groups": "openpose"}
-    assert paper["train"]["scheduler"]["gamma"] == 0.333 and paper["eval"]["base_height"] == 368
+    sample = R.OpenPoseSettings.from_params(section, "params.yaml")
+    assert sample.data["stride"] == 8
+    paper = R.OpenPoseSettings.from_params({**section, "profile": "paper"}, "params.yaml")
+    assert paper.data["input_size"] == 368 and paper.data["sigma"] == 7
+    assert paper.train["batch_size"] == 80
+    assert paper.train["optimizer"] == {"name": "adam", "lr": 4e-5, "weight_decay": 5e-4, "param_groups": "openpose"}
+    assert paper.train["scheduler"]["gamma"] == 0.333 and paper.eval.base_height == 368
     for step, stages in (("step1", 1), ("step2", 1), ("step3", 3)):
-        assert paper["steps"][step] == {"num_refinement_stages": stages, "epochs": 280,
-                                        "milestones": [100, 200, 260]}
-        cfg = R.train_config_dict(paper, step, "runs/x", "models/x.pt")
-        assert cfg["scheduler"] == {"name": "multistep", "milestones": [100, 200, 260], "gamma": 0.333}
+        assert paper.steps[step] == R.Step(num_refinement_stages=stages, epochs=280, milestones=(100, 200, 260))
+        cfg = paper.train_config(step)
+        assert cfg.scheduler == {"name": "multistep", "milestones": [100, 200, 260], "gamma": 0.333}
     with pytest.raises(PoseDataError, match="openpose.profile"):
-        R.resolve_profile({**section, "profile": "nope"})
+        R.OpenPoseSettings.from_params({**section, "profile": "nope"}, "params.yaml")
+    with pytest.raises(PoseDataError, match=r"openpose\.profiles\.sample\.data\.sigma") as err:
+        bad = yaml.safe_load((ROOT / "params.yaml").read_text())["openpose"]
+        bad["profiles"]["sample"]["data"]["sigma"] = "seven"
+        R.OpenPoseSettings.from_params(bad, "params.yaml")
+    assert err.value.path == "params.yaml"
 
 
 def test_sample_profile_builds_valid_configs_and_scales_jitter_to_its_crop():
     """Every step of the default profile gives a valid TrainConfig (a step without milestones keeps its own or
-    the profile's scheduler), its data keys are dataset keys, flips are off, and the centre jitter is scaled to
-    the crop (LWOP's 40 px belong to a 368 px input; on a 96 px crop they push the person out of the centre)."""
-    from pose.engine.trainer import TrainConfig
-
+    the profile's scheduler), flips are off, and the centre jitter is scaled to the crop (LWOP's 40 px belong to a
+    368 px input; on a 96 px crop they push the person out of the centre)."""
     section = yaml.safe_load((ROOT / "params.yaml").read_text())["openpose"]
-    sample = R.resolve_profile(section)
-    assert set(sample["data"]) <= set(R.DATASET_KEYS)
+    sample = R.OpenPoseSettings.from_params(section, "params.yaml")
     for step in R.STEPS:
-        cfg = R.train_config_dict(sample, step, "runs/x", "models/x.pt")
-        TrainConfig.from_params(cfg).validate()
-        if "milestones" not in sample["steps"][step]:
-            own = sample["steps"][step].get("train", {})
-            assert cfg["scheduler"] == own.get("scheduler", sample["train"]["scheduler"])
-    size = sample["data"]["input_size"]
-    assert sample["data"].get("center_perturb", 40.0) <= 40.0 * size / 368 + 1
+        cfg = sample.train_config(step)
+        cfg.validate()
+        if sample.steps[step].milestones is None:
+            own = sample.steps[step].train
+            assert cfg.scheduler == own.get("scheduler", sample.train["scheduler"])
+    size = sample.data["input_size"]
+    assert sample.data.get("center_perturb", 40.0) <= 40.0 * size / 368 + 1
     # the generator tints left limbs lighter; a horizontal flip swaps the labels and contradicts that cue
-    assert sample["data"].get("flip_prob", 0.5) == 0.0
+    assert sample.data.get("flip_prob", 0.5) == 0.0
 
 
 def test_step_train_mapping_overrides_the_profile_train_key_by_key():
@@ -228,11 +242,11 @@ def test_step_train_mapping_overrides_the_profile_train_key_by_key():
                          "step2": {"num_refinement_stages": 1, "epochs": 2,
                                    "train": {"optimizer": {"name": "adam", "lr": 2e-4}, "batch_size": 4}}},
                "eval": {}}
-    one = R.train_config_dict(profile, "step1", None, None)
-    two = R.train_config_dict(profile, "step2", None, None)
-    assert one["optimizer"] == {"name": "adam", "lr": 1e-3} and one["batch_size"] == 8
-    assert two["optimizer"] == {"name": "adam", "lr": 2e-4} and two["batch_size"] == 4 and two["epochs"] == 2
+    resolved = settings(profile)
+    one, two = resolved.train_config("step1"), resolved.train_config("step2")
+    assert one.optimizer == {"name": "adam", "lr": 1e-3} and one.batch_size == 8
+    assert two.optimizer == {"name": "adam", "lr": 2e-4} and two.batch_size == 4 and two.epochs == 2
     assert profile["train"]["optimizer"]["lr"] == 1e-3          # the profile itself is not modified
     profile["steps"]["step2"]["train"] = [1, 2]
     with pytest.raises(PoseDataError, match=r"steps\.step2\.train"):
-        R.train_config_dict(profile, "step2", None, None)
+        settings(profile)

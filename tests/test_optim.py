@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pose.engine.optim import build_optimizer, build_scheduler, openpose_param_groups
+from pose.io import PoseDataError
 
 
 def _conv(cin, cout, k=3, bn=True, bias=False, groups=1):
@@ -65,12 +66,50 @@ def test_named_optimizers_and_bad_specs():
     assert isinstance(adam, torch.optim.Adam) and adam.defaults["lr"] == 4e-5 and adam.defaults["weight_decay"] == 5e-4
     sgd = build_optimizer(m, {"name": "SGD", "lr": 0.1, "momentum": 0.9})
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
-    with pytest.raises(ValueError, match="unknown optimizer"):
+    with pytest.raises(PoseDataError, match="unknown optimizer"):
         build_optimizer(m, {"name": "lamb"})
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(PoseDataError, match="alpha"):
         build_optimizer(m, {"name": "adam", "alpha": 0.9})
-    with pytest.raises(ValueError, match="param_groups"):
+    with pytest.raises(PoseDataError, match="param_groups"):
         build_optimizer(m, {"param_groups": "hourglass"})
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"name": "lamb"}, "optimizer.name"),
+    ({"name": "adam", "alpha": 0.9}, "optimizer.alpha"),
+    ({"param_groups": "hourglass"}, "optimizer.param_groups"),
+    ({"lr": "fast"}, "optimizer.lr"),
+    ({"lr": [1e-3]}, "optimizer.lr"),
+    ({"lr": -1e-3}, "optimizer.lr"),
+    ({"lr": float("nan")}, "optimizer.lr"),
+    ({"name": "sgd", "momentum": -0.9}, "optimizer.momentum"),
+    ({"name": "rmsprop", "weight_decay": "none"}, "optimizer.weight_decay"),
+    ({"name": "adam", "betas": 0.9}, "optimizer.betas"),
+    ({"name": "adam", "betas": [0.9, 0.999, 0.5]}, "optimizer.betas"),
+    ({"name": "adam", "betas": [0.9, 1.0]}, "optimizer.betas"),
+    (["adam"], "optimizer"),
+])
+def test_bad_optimizer_settings_name_the_source_and_field(spec, field):
+    with pytest.raises(PoseDataError) as e:
+        build_optimizer(nn.Linear(2, 2), spec, source="run.yaml (student)")
+    assert e.value.field == field and e.value.path == "run.yaml (student)"
+    assert f"field {field!r}" in str(e.value) and "params.yaml" not in str(e.value)
+
+
+def test_bad_settings_default_source_is_neutral():
+    with pytest.raises(PoseDataError) as e:
+        build_optimizer(nn.Linear(2, 2), {"name": "lamb"})
+    assert e.value.path == "settings" and "params.yaml" not in str(e.value)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(PoseDataError) as e:
+        build_scheduler(opt, {"name": "poly"}, 3)
+    assert e.value.path == "settings" and "params.yaml" not in str(e.value)
+
+
+def test_valid_betas_are_passed_as_floats():
+    adam = build_optimizer(nn.Linear(2, 2), {"name": "adam", "betas": [0.5, 0.9]})
+    assert adam.defaults["betas"] == (0.5, 0.9)
+    assert build_optimizer(nn.Linear(2, 2), {"name": "adam"}).defaults["betas"] == (0.9, 0.999)
 
 
 def test_frozen_parameters_are_left_out():
@@ -141,10 +180,43 @@ def test_multistep_keeps_group_multipliers_and_constant_is_flat():
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.1)
     assert _lrs(build_scheduler(opt, {"name": "constant"}, 3), opt, 7) == [0.1] * 7
-    with pytest.raises(ValueError, match="unknown scheduler"):
+    with pytest.raises(PoseDataError, match="unknown scheduler"):
         build_scheduler(opt, {"name": "poly"}, 3)
-    with pytest.raises(ValueError, match="milestones"):
+    with pytest.raises(PoseDataError, match="milestones"):
         build_scheduler(opt, {"name": "multistep", "milestones": [0]}, 3)
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"name": "poly"}, "scheduler.name"),
+    ({"name": "constant", "gamma": 0.1}, "scheduler.gamma"),
+    ({"name": "multistep", "warmup_epochs": 1}, "scheduler.warmup_epochs"),
+    ({"name": "cosine", "milestones": [2]}, "scheduler.milestones"),
+    ({"name": "multistep", "milestones": [0]}, "scheduler.milestones"),
+    ({"name": "multistep", "milestones": 5}, "scheduler.milestones"),
+    ({"name": "multistep", "milestones": ["two"]}, "scheduler.milestones"),
+    ({"name": "multistep", "milestones": [None]}, "scheduler.milestones"),
+    ({"name": "multistep", "gamma": "half"}, "scheduler.gamma"),
+    ({"name": "cosine", "warmup_epochs": -1}, "scheduler.warmup_epochs"),
+    ({"name": "cosine", "warmup_epochs": "one"}, "scheduler.warmup_epochs"),
+    ({"name": "cosine", "warmup_epochs": float("nan")}, "scheduler.warmup_epochs"),
+    ({"name": "cosine", "warmup_epochs": float("inf")}, "scheduler.warmup_epochs"),
+    ({"name": "cosine", "min_lr_ratio": 1.5}, "scheduler.min_lr_ratio"),
+    ({"name": "cosine", "min_lr_ratio": None}, "scheduler.min_lr_ratio"),
+    ("cosine", "scheduler"),
+])
+def test_bad_scheduler_settings_name_the_source_and_field(spec, field):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(PoseDataError) as e:
+        build_scheduler(opt, spec, 3, total_steps=30, source="run.yaml (student)")
+    assert e.value.field == field and e.value.path == "run.yaml (student)"
+    assert f"field {field!r}" in str(e.value) and "params.yaml" not in str(e.value)
+
+
+def test_bad_step_counts_are_the_callers_bug_not_bad_settings():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="steps_per_epoch") as e:
+        build_scheduler(opt, {"name": "constant"}, 0)
+    assert not isinstance(e.value, PoseDataError)
 
 
 def test_cosine_schedule_warms_up_then_anneals_to_the_floor():

@@ -1,4 +1,4 @@
-"""PCKh protocol (REFERENCE A4) on hand-computed cases, the curve, and the mean-pose baseline."""
+"""PCKh protocol (docs/PROTOCOLS.md#mpii-pckh) on hand-computed cases, the curve, and the mean-pose baseline."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -81,7 +81,7 @@ def tiny_pipeline_params(params: dict) -> dict:
     fpd["train"].update(epochs=1, batch_size=4, checkpoint_every=1000, val_every=1)
     fpd["train"]["scheduler"] = {"name": "constant"}
     fpd["roles"] = {}
-    params["fpd"]["export"].update(input_res=64, num_inputs=1, latency_runs=2, latency_warmup=1)
+    params["fpd"]["export"].update(input_shape=[1, 3, 64, 64], verify_inputs=1, latency_runs=2, latency_warmup=1)
     params["fpd"]["eval"]["grid_images"] = 2
     op = params["openpose"]["profiles"]["sample"]
     op["data"]["input_size"] = 64
@@ -89,7 +89,7 @@ def tiny_pipeline_params(params: dict) -> dict:
     for step in op["steps"].values():
         step.update(epochs=1, milestones=[])
     op["eval"].update(base_height=64, plot_images=2)
-    params["openpose"]["export"].update(input_shape=[1, 3, 64, 96], pose_check_images=1, latency_runs=2)
+    params["openpose"]["export"].update(input_shape=[1, 3, 64, 96], verify_inputs=1, latency_runs=2)
     return params
 
 
@@ -136,8 +136,8 @@ def test_whole_pipeline_reproduces_is_then_up_to_date_and_runs_an_experiment(rep
     subprocess.run([*git, "commit", "-qm", "baseline results"], cwd=repo_copy, check=True)
     exp = dvc(repo_copy, "exp", "run", "-S", "fpd.alpha=0.7", "eval_mpii", env=exp_env, timeout=900)
     assert exp.returncode == 0, exp.stdout[-4000:] + exp.stderr[-4000:]
-    assert "Running stage 'train_student_fpd'" in exp.stdout, exp.stdout
-    assert "Running stage 'train_teacher'" not in exp.stdout, exp.stdout  # alpha does not touch the teacher
+    assert "Running stage 'distill_hourglass@student_fpd'" in exp.stdout, exp.stdout
+    assert "Running stage 'train_hourglass@teacher'" not in exp.stdout, exp.stdout  # alpha does not touch the teacher
     table = dvc(repo_copy, "exp", "show", "--json", env=exp_env)
     assert table.returncode == 0, table.stderr
     assert 0.7 in list(_values_of(json.loads(table.stdout), "alpha")), table.stdout[:2000]

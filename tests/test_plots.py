@@ -59,7 +59,8 @@ def test_render_plots_flow_body(tmp_path, monkeypatch):
 
     _live(tmp_path / "runs" / "a" / "live", epochs=2)
     _live(tmp_path / "runs" / "b" / "live", epochs=3)
-    params = {"stages": ["a", "b"], "runs_dir": str(tmp_path / "runs"), "out_dir": str(tmp_path / "plots")}
+    params = {"render_plots": {"stages": ["a", "b"]},
+              "paths": {"runs": str(tmp_path / "runs"), "plots": str(tmp_path / "plots")}}
     # the flow's body without a Prefect server; the task is called through its plain function
     import flows.render_plots as fr
     monkeypatch.setattr(fr, "render_training_curves", fr.render_training_curves.fn)
@@ -67,4 +68,4 @@ def test_render_plots_flow_body(tmp_path, monkeypatch):
     assert {k: max(v["metrics"].values()) for k, v in summary.items()} == {"a": 2, "b": 3}
     assert (tmp_path / "plots" / "training_a.png").is_file() and (tmp_path / "plots" / "training_b.png").is_file()
     with pytest.raises(PoseDataError, match="does not exist"):
-        render_plots.fn({**params, "stages": ["c"]})
+        render_plots.fn({**params, "render_plots": {"stages": ["c"]}})

@@ -258,6 +258,12 @@ def test_config_from_params_yaml_and_bad_values():
         S.SampleConfig.from_params({**p, "max_poeple": 3})
     with pytest.raises(PoseDataError, match="sample.coco_image_size"):
         S.SampleConfig.from_params({**p, "coco_image_size": [256]})
+    with pytest.raises(PoseDataError) as e:  # the library names the caller's source, never a file it assumes
+        S.SampleConfig.from_params({**p, "seed": "x"})
+    assert e.value.path == "settings" and "params.yaml" not in str(e.value)
+    with pytest.raises(PoseDataError) as e:
+        S.SampleConfig.from_params({**p, "seed": "x"}, source="conf/alt.yaml")
+    assert e.value.path == "conf/alt.yaml" and e.value.field == "sample.seed"
 
 
 def test_draw_skeleton_and_contact_sheet():

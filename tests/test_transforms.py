@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from pose.data.transforms import (apply_affine, compose, crop_matrix, flip_matrix, invert_affine,
-                                  rotate_scale_matrix, scale_between, translation, warp_image)
+                                  rotate_scale_matrix, translation, warp_image)
 
 
 def test_crop_matrix_maps_centre_to_crop_centre_and_box_to_width():
@@ -39,10 +39,12 @@ def test_inverse_round_trip_and_compose():
     np.testing.assert_allclose(apply_affine(np.array([2.0, 5.0]), C), [9 - 2 + 3, 9.0])
 
 
-def test_crop_at_two_resolutions_agree_with_scale_between():
+def test_crop_at_two_resolutions_agree():
     big = crop_matrix((100.0, 90.0), 150.0, 12.0, (256, 256), flip=True)
     small = crop_matrix((100.0, 90.0), 150.0, 12.0, (64, 64), flip=True)
-    np.testing.assert_allclose(compose(scale_between((256, 256), (64, 64)), big), small, atol=1e-12)
+    s = 64 / 256  # 256 grid -> 64 grid over the same area, pixel-index convention: x' = (x + 0.5)·s − 0.5
+    np.testing.assert_allclose(compose(np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5]]), big), small,
+                               atol=1e-12)
 
 
 @pytest.mark.parametrize("rotation,flip", [(0.0, False), (90.0, True), (180.0, False)])

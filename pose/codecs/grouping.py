@@ -1,7 +1,7 @@
 """OpenPose bottom-up decoding: heatmap peaks + part-affinity-field grouping into people.
 
 Gives the same poses (same keypoints, same pose scores, same order) as LWOP's ``extract_keypoints`` +
-``group_keypoints`` (REFERENCE B4), but without their Python loops over pixels, peaks and pose entries:
+``group_keypoints`` (docs/PROTOCOLS.md#openpose-inference), without their Python loops over pixels, peaks, poses:
 
 * peaks: a pixel ``≥ threshold`` strictly above its 4 neighbours (zero outside the map), found on the candidate
   pixels of all channels at once; the reference's greedy suppression (peaks ordered by x then y, a kept peak

@@ -1,12 +1,13 @@
-"""Gaussian keypoint heatmaps: encode (vectorised); argmax decode with the ±0.25 shift, or DARK sub-pixel decode.
+"""Gaussian keypoint heatmaps: encode (vectorised); argmax decode with the ±0.25 shift (FPD-U's exact decode or
+its sub-pixel variant), or DARK sub-pixel decode.
 
 Two target flavours:
 
-* :func:`encode_heatmaps` — single-person hourglass targets (REFERENCE A2): one unnormalised Gaussian (peak 1)
+* :func:`encode_heatmaps` — hourglass targets (docs/PROTOCOLS.md#hourglass-targets): one unnormalised Gaussian (peak 1)
   per joint, window ±3σ (7×7 at σ=1), sub-pixel centres by default; ``subpixel=False`` rounds the centre to the
   nearest cell as the reference's integer maps do. A joint that is not visible or whose window misses the map
   gets an all-zero map (and weight 0 from :func:`heatmap_weights`).
-* :func:`encode_openpose_heatmaps` — multi-person OpenPose targets (REFERENCE B3): Gaussians on a stride grid
+* :func:`encode_openpose_heatmaps` — OpenPose targets (docs/PROTOCOLS.md#openpose-targets): Gaussians on a stride grid
   whose cell centres are ``x·stride + stride/2 − 0.5`` in input pixels, window ±4σ, values below 0.01 dropped,
   summed over people and clipped to 1, plus a background channel ``1 − max``.
 
@@ -61,19 +62,39 @@ def encode_heatmaps(points: np.ndarray, visible: np.ndarray, size: Sequence[int]
     return (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
 
 
-DECODE_METHODS = ("reference", "dark", "dark_blur")
+DECODE_METHODS = ("reference", "argmax_shift", "dark", "dark_blur")
 
 
 def decode_heatmaps(heatmaps: np.ndarray, method: str = "reference",
                     sigma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Decode per-joint peaks: ``method='reference'`` (default, REFERENCE A4), ``'dark'`` (one Newton step on the
-    log map, :func:`decode_heatmaps_dark` without blur) or ``'dark_blur'`` (full DARK: the maps are first blurred
-    with the targets' Gaussian, ``sigma``). Same returns as the reference."""
+    """Decode per-joint peaks (heatmap pixel coordinates, 0-based) with one of :data:`DECODE_METHODS`.
+
+    * ``'reference'`` (default): FPD-U's decode (docs/PROTOCOLS.md#mpii-pckh). At heatmap level it is ``'argmax_shift'``
+      except that a map whose maximum is not > 0 gives (−1, −1), FPD-U's masked 1-based (0, 0) in our frame; its
+      integer image coordinates come from :func:`finalize_image_coords` after the heatmap → image mapping.
+    * ``'argmax_shift'``: argmax shifted 0.25 cell toward the higher neighbour, kept sub-pixel, no mask.
+    * ``'dark'``: one Newton step on the log map (:func:`decode_heatmaps_dark` without blur); ``'dark_blur'``:
+      full DARK, the maps first blurred with the targets' Gaussian ``sigma``.
+
+    Returns ``coords`` (N, K, 2) float32 and ``maxvals`` (N, K)."""
     if method in ("dark", "dark_blur"):
         return decode_heatmaps_dark(heatmaps, sigma=sigma, blur=method == "dark_blur")
-    if method != "reference":
+    if method not in ("reference", "argmax_shift"):
         raise ValueError(f"unknown heatmap decode {method!r}; known: {', '.join(DECODE_METHODS)}")
-    return _decode_reference(heatmaps)
+    coords, maxvals = _decode_argmax_shift(heatmaps)
+    if method == "reference":
+        coords = np.where(maxvals[..., None] > 0, coords, np.float32(-1.0))
+    return coords, maxvals
+
+
+def finalize_image_coords(xy: np.ndarray, method: str) -> np.ndarray:
+    """Image coordinates (internal, 0-based) of joints decoded with ``method``, as that method reports them.
+
+    ``'reference'``: FPD-U maps its heatmap result to a 1-based image point ``xy + 1`` and truncates it to an
+    integer, then adds 1 (``int(xy + 1) + 1``); in our 0-based frame that is ``trunc(xy + 1)``, i.e.
+    ``floor(xy) + 1`` for ``xy > −1``. Every other method keeps ``xy`` as it is (float64)."""
+    xy = np.asarray(xy, dtype=np.float64)
+    return np.trunc(xy + 1.0) if method == "reference" else xy
 
 
 def _as_numpy4(heatmaps: np.ndarray) -> np.ndarray:
@@ -135,12 +156,12 @@ def decode_heatmaps_dark(heatmaps: np.ndarray, sigma: float = 1.0,
     return coords.astype(np.float32), maxvals.astype(np.float32)
 
 
-def _decode_reference(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Argmax per map, shifted 0.25 cell toward the higher neighbour on each axis (REFERENCE A4).
+def _decode_argmax_shift(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax per map, shifted 0.25 cell toward the higher neighbour on each axis (docs/PROTOCOLS.md#mpii-pckh).
 
     ``heatmaps`` (N, K, h, w) numpy array or torch tensor. Returns ``coords`` (N, K, 2) float32 in heatmap pixel
     coordinates and ``maxvals`` (N, K). The shift applies only when the argmax is not on the map border (both axes),
-    as in the reference. Callers decide what to do with ``maxvals ≤ 0`` (the reference zeroes those coordinates).
+    as in the reference. Callers decide what to do with ``maxvals ≤ 0`` (method ``'reference'`` masks them).
     """
     hm = _as_numpy4(heatmaps)
     n, k, h, w = hm.shape

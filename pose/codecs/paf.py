@@ -1,4 +1,4 @@
-"""Part affinity fields (REFERENCE B3), encoded with numpy masks over each limb's bounding box.
+"""Part affinity fields (docs/PROTOCOLS.md#openpose-targets), encoded with numpy masks over each limb's box.
 
 For limb ``(a, b)`` of a person whose two ends both have v' ≤ 1 (visible or occluded; v' = 2 is unlabelled or
 outside), every cell within ``thickness`` cells of the limb's line and inside the limb's bounding box grown by

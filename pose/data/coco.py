@@ -1,4 +1,4 @@
-"""COCO person_keypoints json: reading and validation, training-label conversion (REFERENCE B2), val subset.
+"""COCO person_keypoints json: reading, validation, label conversion (docs/PROTOCOLS.md#coco-labels), val subset.
 
 Prepared labels keep LWOP's entry layout (``prepare_train_labels.py``) with three deliberate differences, all
 documented in docs/ARCHITECTURE.md: keypoints are already in OpenPose-18 order with the derived neck (LWOP does
@@ -197,7 +197,7 @@ def crowd_mask(segmentations: list, height: int, width: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# label conversion (B2)
+# label conversion (docs/PROTOCOLS.md#coco-labels)
 # --------------------------------------------------------------------------------------------------------------
 def _person_fields(a: dict, net_input: float) -> dict:
     bx, by, bw, bh = (float(v) for v in a["bbox"])
@@ -211,7 +211,7 @@ def _person_fields(a: dict, net_input: float) -> dict:
 
 
 def _select_people(anns: list[dict]) -> list[int]:
-    """Indices of the annotations that become training entries (B2 filters; greedy in file order)."""
+    """Indices of the annotations that become training entries (LWOP's filters; greedy in file order)."""
     accepted: list[tuple[float, float, float]] = []   # (cx, cy, bbox width) of accepted people
     chosen = []
     for i, a in enumerate(anns):
@@ -219,7 +219,11 @@ def _select_people(anns: list[dict]) -> list[int]:
             continue
         bx, by, bw, bh = a["bbox"]
         cx, cy = bx + bw / 2, by + bh / 2
-        if any(np.hypot(cx - px, cy - py) < MIN_CENTER_DISTANCE * pw for px, py, pw in accepted):
+        prev = np.asarray(accepted, dtype=np.float64).reshape(-1, 3)
+        # the reference's arithmetic, (dx² + dy²) ** 0.5 and width · 0.3: np.hypot rounds differently in the last
+        # bit, which flips ties at the 0.3·width rule
+        dist = ((cx - prev[:, 0]) ** 2 + (cy - prev[:, 1]) ** 2) ** 0.5
+        if (dist < prev[:, 2] * MIN_CENTER_DISTANCE).any():
             continue
         accepted.append((cx, cy, bw))
         chosen.append(i)
@@ -236,7 +240,7 @@ def _image_readable(path: Path) -> bool:
 
 def convert_labels(coco_json_path: str | os.PathLike, images_dir: str | os.PathLike, net_input: int = 368,
                    skip_unreadable: bool = False, stats: dict | None = None) -> list[dict]:
-    """Convert a COCO person_keypoints json into prepared OpenPose training entries (REFERENCE B2).
+    """Convert a COCO person_keypoints json into OpenPose training entries (docs/PROTOCOLS.md#coco-labels).
 
     Per image: candidates are the non-crowd annotations with ``num_keypoints`` ≠ 0 (file order); crowd
     segmentations of the image are attached to every entry. A candidate becomes an entry when it passes the
@@ -301,25 +305,6 @@ def write_labels(path: str | os.PathLike, entries: list[dict]) -> None:
     write_json(path, entries)
 
 
-_ENTRY_FIELDS = ("img_paths", "img_width", "img_height", "image_id", "objpos", "bbox", "segment_area",
-                 "scale_provided", "num_keypoints", "segmentations", "keypoints", "processed_other_annotations")
-
-
-def read_labels(path: str | os.PathLike) -> list[dict]:
-    """Read prepared labels written by :func:`write_labels`, checking each entry's fields and keypoint shape."""
-    entries = read_json(path)
-    if not isinstance(entries, list):
-        raise PoseDataError(path, f"expected a list of entries, got {type(entries).__name__}")
-    n = get_skeleton("openpose18").num_keypoints
-    for i, e in enumerate(entries):
-        require_keys(e, _ENTRY_FIELDS, path, where=f"entry {i}")
-        for j, kp in enumerate([e["keypoints"]] + [o.get("keypoints") for o in e["processed_other_annotations"]]):
-            if not isinstance(kp, list) or len(kp) != n or any(len(k) != 3 for k in kp):
-                where = "" if j == 0 else f"processed_other_annotations[{j - 1}]."
-                raise PoseDataError(path, f"entry {i}: expected {n}×[x, y, v']", field=f"{where}keypoints")
-    return entries
-
-
 def prepare_train_labels(coco_json_path: str | os.PathLike, images_dir: str | os.PathLike,
                          out_path: str | os.PathLike, net_input: int = 368, skip_unreadable: bool = False) -> dict:
     """:func:`convert_labels` + :func:`write_labels`; returns counts (entries, images, skipped_images)."""
@@ -333,7 +318,7 @@ def prepare_train_labels(coco_json_path: str | os.PathLike, images_dir: str | os
 
 
 # --------------------------------------------------------------------------------------------------------------
-# val subset (B2)
+# val subset (docs/PROTOCOLS.md#coco-labels)
 # --------------------------------------------------------------------------------------------------------------
 def make_val_subset(coco_json_path: str | os.PathLike, n: int, seed: int, out_path: str | os.PathLike) -> dict:
     """Write a COCO json of ``min(n, available)`` images chosen like LWOP's ``make_val_subset.py``.

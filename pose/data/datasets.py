@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pose.codecs.heatmap import encode_heatmaps, encode_openpose_heatmaps, heatmap_weights
-from pose.codecs.paf import encode_pafs
+from pose.codecs.hourglass import HeatmapCodec
+from pose.codecs.openpose import OpenPoseCodec
+from pose.data.mpii import BOX_PER_SCALE, MPII_MEAN_RGB, crop_center_scale
 from pose.data.transforms import (apply_affine, compose, crop_matrix, flip_matrix, rotate_scale_matrix,
                                   translation, warp_image)
 from pose.io import PoseDataError, read_image, read_json, require_keys
@@ -30,7 +31,7 @@ from pose.skeletons import MPII16, OPENPOSE18, Skeleton
 
 log = logging.getLogger(__name__)
 
-MPII_MEAN = (0.4404, 0.4440, 0.4327)   # RGB, FPD-U's MPII mean (REFERENCE A2); no std division
+MPII_MEAN = MPII_MEAN_RGB                 # RGB; no std division (docs/PROTOCOLS.md)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 _MPII_FIELDS = ("img_paths", "objpos", "joint_self", "scale_provided")
 
@@ -99,7 +100,7 @@ def _color_normalize(rgb_u8: np.ndarray, gains: np.ndarray | None, mean: np.ndar
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# MPII (REFERENCE A2)
+# MPII (docs/PROTOCOLS.md#mpii-samples)
 # ----------------------------------------------------------------------------------------------------------------
 TARGET_MODES = ("visible", "labelled", "reference")
 
@@ -107,7 +108,7 @@ TARGET_MODES = ("visible", "labelled", "reference")
 class MpiiDataset(_SeededDataset):
     """MPII person crops with hourglass targets.
 
-    ``records``: list of A2 person records (1-based coordinates) or the path of a prepared split json.
+    ``records``: list of MPII person records (1-based coordinates) or the path of a prepared split json.
     Item keys: ``image`` 3×R×R (RGB in [0,1] minus mean), ``target`` K×r×r, ``target_weight`` K, ``labeled`` 1.,
     ``center`` 2 (internal coords, after the +15·s / ×1.25 adjustment), ``scale`` (after augmentation; the crop box
     is 200·scale source pixels), ``rotation`` (degrees), ``index``. Predictions on heatmap coords go back with
@@ -133,6 +134,7 @@ class MpiiDataset(_SeededDataset):
         if targets not in TARGET_MODES:
             raise ValueError(f"targets must be one of {TARGET_MODES}, not {targets!r}")
         self.sigma, self.subpixel, self.targets = float(sigma), bool(subpixel), targets
+        self.codec = HeatmapCodec(sigma=self.sigma, subpixel=self.subpixel)
         self.scale_factor, self.rot_factor, self.rot_prob = float(scale_factor), float(rot_factor), float(rot_prob)
         self.flip_prob, self.color_factor = float(flip_prob), float(color_factor)
         self.mean = np.asarray(mean, dtype=np.float32)
@@ -152,7 +154,7 @@ class MpiiDataset(_SeededDataset):
         return joints
 
     def augmentation(self, index: int) -> tuple[float, float, bool, np.ndarray | None]:
-        """(scale multiplier, rotation°, flip, RGB colour gains) of item ``index`` this epoch (A2 distributions)."""
+        """(scale multiplier, rotation°, flip, RGB colour gains) of item ``index`` this epoch (paper distributions)."""
         if not self.train:
             return 1.0, 0.0, False, None
         rng = self._rng(index)
@@ -168,15 +170,11 @@ class MpiiDataset(_SeededDataset):
         rec = self.records[index]
         joints = self._joints(index)
         image = read_image(self.images_dir / rec["img_paths"])
-        objpos = np.asarray(rec["objpos"], dtype=np.float64)
-        center = objpos - 1.0                                   # 1-based → internal
-        scale = float(rec["scale_provided"])
-        if objpos[0] != -1:                                      # reference's adjustment, on the raw value
-            center[1] += 15.0 * scale
-            scale *= 1.25
+        centers, scales = crop_center_scale([rec])              # internal coords, the MPII crop rule
+        center, scale = centers[0], float(scales[0])
         s_mult, rot, flip, gains = self.augmentation(index)
         scale *= s_mult
-        box = 200.0 * scale
+        box = BOX_PER_SCALE * scale
         R, r = self.input_res, self.output_res
         m_in = crop_matrix(center, box, rot, (R, R), flip)
         m_out = crop_matrix(center, box, rot, (r, r), flip)
@@ -191,11 +189,9 @@ class MpiiDataset(_SeededDataset):
         if flip:
             pts, labelled, visible = pts[self._flip_perm], labelled[self._flip_perm], visible[self._flip_perm]
         draw = visible if self.targets == "visible" else labelled
-        target = encode_heatmaps(pts, draw, (r, r), self.sigma, self.subpixel)
+        target, weight = self.codec.encode(pts, draw, (r, r))
         if self.targets == "reference":
             weight = np.ones(len(pts), dtype=np.float32)
-        else:
-            weight = heatmap_weights(pts, draw, (r, r), self.sigma, self.subpixel)
         return {
             "image": _to_chw_tensor(img),
             "target": torch.from_numpy(target),
@@ -209,7 +205,7 @@ class MpiiDataset(_SeededDataset):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Unlabelled images for distillation (REFERENCE A3)
+# Unlabelled images for distillation (docs/PROTOCOLS.md#distillation)
 # ----------------------------------------------------------------------------------------------------------------
 def list_images(image_dir: str | os.PathLike) -> list[Path]:
     image_dir = Path(image_dir)
@@ -265,7 +261,7 @@ class UnlabeledDataset(_SeededDataset):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# COCO / OpenPose (REFERENCE B3)
+# COCO / OpenPose (docs/PROTOCOLS.md#openpose-targets)
 # ----------------------------------------------------------------------------------------------------------------
 _COCO_FIELDS = ("img_paths", "objpos", "keypoints", "processed_other_annotations", "segmentations")
 
@@ -276,9 +272,9 @@ def _default_crowd_mask(segmentations: list, height: int, width: int) -> np.ndar
 
 
 class CocoTrainDataset(_SeededDataset):
-    """OpenPose training samples from prepared labels (18×[x, y, v'] internal coordinates, B2).
+    """OpenPose training samples from prepared labels (18×[x, y, v'] internal coordinates).
 
-    Augmentation (B3, same order and distributions as LWOP, composed into one affine): scale by
+    Augmentation (same order and distributions as LWOP, composed into one affine): scale by
     ``target_dist·input_size / person height × U(scale_min, scale_max)`` (with probability ``scale_prob``),
     rotation U(±max_rotate) about the person, crop/pad to ``input_size`` around the person centre shifted by
     int U(±center_perturb) px, horizontal flip (p = ``flip_prob``, OpenPose-18 flip pairs). Padding is grey 128.
@@ -312,6 +308,8 @@ class CocoTrainDataset(_SeededDataset):
         self.reference_pafs = bool(reference_pafs)
         self.label_net_input = float(label_net_input)
         self.skeleton = skeleton
+        self.codec = OpenPoseCodec(stride=self.stride, sigma=self.sigma, paf_thickness=self.paf_thickness,
+                                   reference_pafs=self.reference_pafs, skeleton=skeleton)
         self._flip_perm = skeleton.flip_permutation()
         self._crowd_mask = crowd_mask_fn or _default_crowd_mask
 
@@ -389,11 +387,7 @@ class CocoTrainDataset(_SeededDataset):
         pts[..., :2] = apply_affine(people[..., :2], M)
         if flip:
             pts = pts[:, self._flip_perm]
-        heatmaps = encode_openpose_heatmaps(pts, (s, s), st, self.sigma)
-        grid = pts.copy()
-        shift = 0.0 if self.reference_pafs else st / 2.0 - 0.5
-        grid[..., :2] = (pts[..., :2] - shift) / st
-        pafs = encode_pafs(grid, self.skeleton.limbs, (s, s), self.paf_thickness)
+        heatmaps, pafs = self.codec.encode(pts, (s, s))
         return {
             "image": torch.from_numpy(img),
             "heatmaps": torch.from_numpy(heatmaps),

@@ -9,6 +9,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import scipy.io
@@ -19,6 +20,34 @@ NUM_JOINTS = 16
 # Joint names in the order the MPII PCKh script expects them in ``dataset_joints``.
 PROTOCOL_JOINT_NAMES = ("rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thor", "neck", "head",
                         "rwri", "relb", "rsho", "lsho", "lelb", "lwri")
+
+
+# RGB mean of the MPII training images (FPD-U normalises by it and never divides by a std); the crop rule of
+# training and evaluation: docs/PROTOCOLS.md
+MPII_MEAN_RGB = (0.4404, 0.4440, 0.4327)
+BOX_PER_SCALE = 200.0  # MPII scale_provided is the person height / 200 px
+CENTRE_SHIFT = 15.0    # c_y += 15·s
+SCALE_PAD = 1.25       # s *= 1.25
+
+
+def record_joints(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """``(joints (N,16,2) internal coords, labelled (N,16) bool)`` from ``joint_self`` (1-based; absent = 0,0,0)."""
+    js = np.asarray([r["joint_self"] for r in records], dtype=np.float64).reshape(len(records), -1, 3)
+    labelled = np.any(js[..., :2] != 0.0, axis=-1)
+    return js[..., :2] - 1.0, labelled
+
+
+def crop_center_scale(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """``(centres (N,2) internal coords, scales (N,))`` with the training adjustment.
+
+    When ``objpos`` x ≠ −1 (file value): ``c_y += 15·s`` and ``s *= 1.25``; the box is ``200·s`` source pixels.
+    """
+    c = np.asarray([r["objpos"] for r in records], dtype=np.float64).reshape(len(records), 2)
+    s = np.asarray([r["scale_provided"] for r in records], dtype=np.float64).reshape(len(records))
+    known = c[:, 0] != -1
+    c[:, 1] += np.where(known, CENTRE_SHIFT * s, 0.0)
+    s = np.where(known, s * SCALE_PAD, s)
+    return c - 1.0, s
 
 
 @dataclass(frozen=True)
@@ -119,11 +148,6 @@ def read_protocol_gt(path: str | os.PathLike) -> ProtocolGT:
                       headboxes=np.transpose(hb, (2, 0, 1)) - 1.0)
 
 
-def protocol_gt_count(path: str | os.PathLike) -> int:
-    """Number of people (N) in a protocol GT file."""
-    return read_protocol_gt(path).joints.shape[0]
-
-
 def write_preds_mat(path: str | os.PathLike, preds: np.ndarray) -> None:
     """Write ``{'preds': N×16×2}`` (1-based, the reference ``preds_valid.mat`` layout), atomically."""
     preds = _check_array(path, "preds", np.asarray(preds, dtype=np.float64), (None, NUM_JOINTS, 2))
@@ -131,7 +155,7 @@ def write_preds_mat(path: str | os.PathLike, preds: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# annotations (A2)
+# annotations (docs/PROTOCOLS.md#mpii-data)
 # --------------------------------------------------------------------------------------------------------------
 RECORD_FIELDS = ("dataset", "isValidation", "img_paths", "img_width", "img_height", "objpos", "joint_self",
                  "scale_provided", "joint_others", "scale_provided_other", "objpos_other", "annolist_index",
@@ -170,7 +194,7 @@ def _validate_record(path: str | os.PathLike, i: int, r: object) -> None:
 
 
 def load_mpii_annotations(path: str | os.PathLike) -> list[dict]:
-    """Read ``mpii_annotations.json`` (list of person records, A2) and validate every record.
+    """Read ``mpii_annotations.json`` (list of person records, docs/PROTOCOLS.md#mpii-data) and validate every record.
 
     Errors name the file, the record index and the field. Coordinates stay as in the file (1-based).
     """

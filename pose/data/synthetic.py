@@ -55,10 +55,13 @@ class SampleConfig:
     second_person_probability: float = 0.3   # MPII / unlabelled: share with a second, partial person
 
     @classmethod
-    def from_params(cls, d: dict[str, Any]) -> "SampleConfig":
-        """Build from params.yaml's ``sample:`` section (``out`` is the flow's; any other unknown key is an error)."""
+    def from_params(cls, d: dict[str, Any], source: str = "settings") -> "SampleConfig":
+        """Build from a ``sample:`` settings section (``out`` is the flow's; any other unknown key is an error).
+
+        Bad keys / values raise :class:`PoseDataError` naming ``source`` (where the caller got ``d``) and the field.
+        """
         kw: dict[str, Any] = {}
-        where = "params.yaml"
+        where = source
         known = {f.name for f in fields(cls)} | {"out"}
         for k in d:
             if k not in known:

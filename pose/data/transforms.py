@@ -82,13 +82,3 @@ def warp_image(image: np.ndarray, M: np.ndarray, out_size: Sequence[int], border
     """Warp ``image`` by ``M`` (source → output) into ``out_size = (w, h)``, constant border."""
     return cv2.warpAffine(image, np.asarray(M, dtype=np.float64), (int(out_size[0]), int(out_size[1])),
                           flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
-
-
-def scale_between(out_from: Sequence[int], out_to: Sequence[int]) -> np.ndarray:
-    """Affine between two pixel grids covering the same area (e.g. a 256 crop and its 64 heatmap).
-
-    Pixel-index convention: ``x_to = (x_from + 0.5)·w_to/w_from − 0.5``.
-    """
-    sx = out_to[0] / float(out_from[0])
-    sy = out_to[1] / float(out_from[1])
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])

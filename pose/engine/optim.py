@@ -1,15 +1,15 @@
-"""Optimizers and learning-rate schedules built from ``params.yaml`` specs.
+"""Optimizers and learning-rate schedules built from settings specs (a training config's ``optimizer`` / ``scheduler``).
 
 Optimizer spec (all keys optional)::
 
     {'name': 'rmsprop' | 'adam' | 'sgd', 'lr', 'weight_decay', 'momentum', 'alpha', 'eps', 'betas',
      'param_groups': None | 'openpose'}
 
-Defaults are the stacked-hourglass baseline (REFERENCE A3): RMSprop, lr 2.5e-4, alpha 0.99, eps 1e-8,
+Defaults: the hourglass baseline (docs/PROTOCOLS.md#hourglass-training): RMSprop, lr 2.5e-4, alpha 0.99, eps 1e-8,
 no momentum, no weight decay.
 
 ``param_groups: openpose`` reproduces Lightweight OpenPose's per-layer learning-rate multipliers and
-weight-decay exemptions (REFERENCE B3). The rules are a table (:data:`OPENPOSE_RULES`) keyed by the model's
+weight-decay exemptions (docs/PROTOCOLS.md#openpose-training), via a table (:data:`OPENPOSE_RULES`) keyed by the model's
 top-level section and the kind of layer a parameter belongs to. Unlike the reference, which silently leaves
 parameters outside its 13 groups untrained, every trainable parameter lands in exactly one group here.
 
@@ -17,6 +17,10 @@ Scheduler spec: ``{'name': 'multistep', 'milestones': [epochs...], 'gamma'}``, `
 ``{'name': 'cosine', 'warmup_epochs': 0, 'min_lr_ratio': 0}`` (linear warm-up from lr/100, then a half cosine
 down to ``min_lr_ratio·lr`` at the last step; short runs learn more per sample with it than with steps).
 Schedulers are stepped once per optimizer step; epochs are converted to steps.
+
+Bad settings raise :class:`~pose.io.PoseDataError` naming the field (``optimizer.lr``, ``scheduler.milestones``,
+...) and ``source``, the caller's name for where the settings came from (default ``"settings"``; this module does
+not know which file that is).
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
+
+from pose.io import PoseDataError
 
 log = logging.getLogger(__name__)
 
@@ -98,24 +104,61 @@ def openpose_param_groups(model: nn.Module, lr: float, weight_decay: float) -> l
     return out
 
 
-def build_optimizer(model: nn.Module, spec: Mapping[str, Any] | None = None) -> torch.optim.Optimizer:
-    """Build the optimizer named in ``spec`` over ``model``'s trainable parameters."""
+def _float(spec: Mapping[str, Any], key: str, default: float, field: str, source: str) -> float:
+    v = spec.get(key, default)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise PoseDataError(source, f"must be a number, got {v!r}", field=field) from None
+
+
+def _optimizer_value(name: str, key: str, v: Any, source: str) -> Any:
+    """``v`` converted as torch wants it (betas: a pair of floats, the rest: float), range-checked like torch."""
+    field = f"optimizer.{key}"
+    if key == "betas":
+        try:
+            betas = tuple(float(b) for b in v)
+        except (TypeError, ValueError):
+            betas = ()
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise PoseDataError(source, f"must be two numbers in [0, 1), got {v!r}", field=field)
+        return betas
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise PoseDataError(source, f"must be a number, got {v!r}", field=field) from None
+    if not 0.0 <= f:  # torch's own checks for every float setting of these optimizers (also rejects NaN)
+        raise PoseDataError(source, f"must be >= 0 for {name}, got {v!r}", field=field)
+    return f
+
+
+def build_optimizer(model: nn.Module, spec: Mapping[str, Any] | None = None, *,
+                    source: str = "settings") -> torch.optim.Optimizer:
+    """Build the optimizer named in ``spec`` over ``model``'s trainable parameters.
+
+    Bad settings raise :class:`~pose.io.PoseDataError` naming ``source`` and the field (``optimizer.<key>``).
+    """
+    if spec is not None and not isinstance(spec, Mapping):
+        raise PoseDataError(source, f"must be a mapping, got {spec!r}", field="optimizer")
     spec = dict(spec or {})
     name = str(spec.pop("name", "rmsprop")).lower()
     if name not in _CLASSES:
-        raise ValueError(f"optimizer.name: unknown optimizer {name!r} (expected one of {sorted(_CLASSES)})")
+        raise PoseDataError(source, f"unknown optimizer {name!r} (expected one of {sorted(_CLASSES)})",
+                            field="optimizer.name")
     grouping = spec.pop("param_groups", None)
-    unknown = set(spec) - _ALLOWED[name]
+    unknown = sorted(set(spec) - _ALLOWED[name])
     if unknown:
-        raise ValueError(f"optimizer: key(s) {sorted(unknown)} do not apply to {name}")
+        raise PoseDataError(source, f"key(s) {unknown} do not apply to {name} (allowed: {sorted(_ALLOWED[name])})",
+                            field=f"optimizer.{unknown[0]}")
     kwargs = {**OPTIMIZER_DEFAULTS[name], **{k: v for k, v in spec.items() if v is not None}}
-    kwargs = {k: (tuple(v) if k == "betas" else float(v)) for k, v in kwargs.items()}
+    kwargs = {k: _optimizer_value(name, k, v, source) for k, v in kwargs.items()}
     if grouping in (None, "none", False):
         params: Iterable[Any] = [p for p in model.parameters() if p.requires_grad]
     elif grouping == "openpose":
         params = openpose_param_groups(model, kwargs["lr"], kwargs["weight_decay"])
     else:
-        raise ValueError(f"optimizer.param_groups: unknown grouping {grouping!r} (expected null or 'openpose')")
+        raise PoseDataError(source, f"unknown grouping {grouping!r} (expected null or 'openpose')",
+                            field="optimizer.param_groups")
     return _CLASSES[name](params, **kwargs)
 
 
@@ -128,39 +171,54 @@ def _cosine_factor(step: int, warmup: int, total: int, floor: float) -> float:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, spec: Mapping[str, Any] | None,
-                    steps_per_epoch: int, total_steps: int | None = None) -> torch.optim.lr_scheduler.LRScheduler:
+                    steps_per_epoch: int, total_steps: int | None = None, *,
+                    source: str = "settings") -> torch.optim.lr_scheduler.LRScheduler:
     """Build a per-optimizer-step scheduler; epoch milestones become ``epoch * steps_per_epoch`` steps.
 
     'constant' is a MultiStepLR without milestones. 'cosine' needs ``total_steps`` (the run's optimizer steps).
+    Bad settings raise :class:`~pose.io.PoseDataError` naming ``source`` and the field (``scheduler.<key>``);
+    bad ``steps_per_epoch`` / ``total_steps`` are the caller's bug and stay a plain ``ValueError``.
     """
+    if spec is not None and not isinstance(spec, Mapping):
+        raise PoseDataError(source, f"must be a mapping, got {spec!r}", field="scheduler")
     spec = dict(spec or {"name": "constant"})
     name = str(spec.get("name", "constant")).lower()
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    allowed = {"constant": {"name"}, "multistep": {"name", "milestones", "gamma"},
+               "cosine": {"name", "warmup_epochs", "min_lr_ratio"}}
+    if name not in allowed:
+        raise PoseDataError(source, f"unknown scheduler {name!r} (expected 'multistep', 'cosine' or 'constant')",
+                            field="scheduler.name")
+    extra = sorted(set(spec) - allowed[name])
+    if extra:
+        raise PoseDataError(source, f"key(s) {extra} do not apply to {name!r} (allowed: {sorted(allowed[name])})",
+                            field=f"scheduler.{extra[0]}")
     if name == "constant":
-        extra = set(spec) - {"name"}
-        if extra:
-            raise ValueError(f"scheduler: key(s) {sorted(extra)} do not apply to 'constant'")
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[], gamma=1.0)
     if name == "multistep":
-        extra = set(spec) - {"name", "milestones", "gamma"}
-        if extra:
-            raise ValueError(f"scheduler: key(s) {sorted(extra)} do not apply to 'multistep'")
-        milestones = [int(m) for m in spec.get("milestones", [])]
+        raw = spec.get("milestones", [])
+        try:
+            milestones = [int(m) for m in raw]
+        except (TypeError, ValueError, OverflowError):
+            raise PoseDataError(source, f"must be a list of epochs (integers >= 1), got {raw!r}",
+                                field="scheduler.milestones") from None
         if any(m < 1 for m in milestones):
-            raise ValueError(f"scheduler.milestones: epochs must be >= 1, got {milestones}")
+            raise PoseDataError(source, f"epochs must be >= 1, got {milestones}", field="scheduler.milestones")
         steps = sorted(m * steps_per_epoch for m in milestones)
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=steps, gamma=float(spec.get("gamma", 0.1)))
-    if name == "cosine":
-        extra = set(spec) - {"name", "warmup_epochs", "min_lr_ratio"}
-        if extra:
-            raise ValueError(f"scheduler: key(s) {sorted(extra)} do not apply to 'cosine'")
-        if total_steps is None or total_steps < 1:
-            raise ValueError("scheduler 'cosine' needs the run's total number of steps")
-        warmup = int(round(float(spec.get("warmup_epochs", 0)) * steps_per_epoch))
-        floor = float(spec.get("min_lr_ratio", 0.0))
-        if warmup < 0 or not 0.0 <= floor <= 1.0:
-            raise ValueError(f"scheduler: warmup_epochs must be >= 0 and min_lr_ratio in [0, 1], got {spec}")
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, functools.partial(_cosine_factor, warmup=warmup, total=total_steps, floor=floor))
-    raise ValueError(f"scheduler.name: unknown scheduler {name!r} (expected 'multistep', 'cosine' or 'constant')")
+        gamma = _float(spec, "gamma", 0.1, "scheduler.gamma", source)
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=steps, gamma=gamma)
+    # cosine
+    if total_steps is None or total_steps < 1:
+        raise ValueError("scheduler 'cosine' needs the run's total number of steps")
+    warmup_epochs = _float(spec, "warmup_epochs", 0, "scheduler.warmup_epochs", source)
+    warmup = int(round(warmup_epochs * steps_per_epoch)) if math.isfinite(warmup_epochs) else -1
+    if warmup < 0:
+        raise PoseDataError(source, f"must be >= 0, got {spec.get('warmup_epochs')!r}",
+                            field="scheduler.warmup_epochs")
+    floor = _float(spec, "min_lr_ratio", 0.0, "scheduler.min_lr_ratio", source)
+    if not 0.0 <= floor <= 1.0:
+        raise PoseDataError(source, f"must be in [0, 1], got {spec.get('min_lr_ratio')!r}",
+                            field="scheduler.min_lr_ratio")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, functools.partial(_cosine_factor, warmup=warmup, total=total_steps, floor=floor))

@@ -33,14 +33,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from pose.checkpoint import load_checkpoint, save_checkpoint
+from pose.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_model
 from pose.engine.distributed import (DistContext, all_gather_objects, all_reduce_sum, broadcast_buffers,
                                      cleanup_distributed, setup_distributed)
 from pose.engine.optim import build_optimizer, build_scheduler
@@ -53,7 +53,7 @@ ValFn = Callable[[nn.Module], Mapping[str, float]]
 
 # config keys that change the trajectory of training (the resume fingerprint); see module docstring
 FINGERPRINT_KEYS = ("batch_size", "accumulate", "seed", "amp", "optimizer", "scheduler", "grad_clip",
-                    "weights", "shuffle", "drop_last")
+                    "weights", "shuffle", "drop_last", "threads")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -74,7 +74,6 @@ class TrainConfig:
     checkpoint_every: int = 100           # optimizer steps; 0 = at epoch ends only
     run_dir: str | None = None            # resumable state (last.pt)
     out_path: str | None = None           # final model file
-    live_dir: str | None = None           # DVCLive directory
     optimizer: dict = field(default_factory=lambda: {"name": "rmsprop"})
     scheduler: dict = field(default_factory=lambda: {"name": "constant"})
     log_every: int = 10                   # optimizer steps between progress / log updates
@@ -85,26 +84,34 @@ class TrainConfig:
     drop_last: bool = True
     val_every: int = 1                    # epochs between val_fn calls (the last epoch always validates)
     resume: bool = True                   # False: ignore run_dir/last.pt
+    threads: int | None = None            # torch intra-op threads (None: torch's default, the core count)
+    # where the settings came from, for messages (set by from_params; not a setting)
+    source: str = field(default="settings", init=False, repr=False, compare=False)
 
     @classmethod
-    def from_params(cls, d: Mapping[str, Any], source: str = "params.yaml") -> "TrainConfig":
+    def from_params(cls, d: Mapping[str, Any], source: str = "settings") -> "TrainConfig":
         """Build from a params dict; unknown keys and bad values raise PoseDataError naming the field."""
-        names = {f.name: f for f in dataclasses.fields(cls)}
+        names = {f.name: f for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(d) - set(names))
         if unknown:
             raise PoseDataError(source, f"unknown training key(s) {unknown}", field=unknown[0])
-        # null optimizer / scheduler / amp in params.yaml mean "the default"
+        # null optimizer / scheduler / amp mean "the default"
         kw = {k: v for k, v in d.items() if not (v is None and k in ("optimizer", "scheduler", "amp"))}
         if isinstance(kw.get("amp"), bool):
             kw["amp"] = "auto" if kw["amp"] else "off"
         cfg = cls(**kw)
+        cfg.source = source
         cfg.validate(source)
         return cfg
 
-    def validate(self, source: str = "params.yaml") -> None:
+    def validate(self, source: str | None = None) -> None:
+        source = source or self.source
         def bad(name: str, why: str) -> PoseDataError:
             return PoseDataError(source, why, field=name)
 
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            raise bad("threads", f"must be null or an integer >= 1, got {self.threads!r}")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("num_workers", 0),
                          ("checkpoint_every", 0), ("log_every", 1), ("val_every", 1)):
             v = getattr(self, name)
@@ -267,6 +274,38 @@ class _State:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+class MetricsLog(Protocol):
+    """What the trainer logs epoch metrics to (DVCLive's ``Live`` has this shape)."""
+
+    step: int
+
+    def log_metric(self, name: str, value: float) -> None: ...
+
+    def next_step(self) -> None: ...
+
+    def end(self) -> None: ...
+
+
+@dataclass
+class _Run:
+    """The objects one ``fit`` works with."""
+
+    ctx: DistContext
+    model: nn.Module                 # the bare model (what is saved)
+    net: nn.Module                   # the model as trained (the DDP wrapper when distributed)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    params: list[nn.Parameter]
+    base: Sampler
+    spe: int                         # optimizer steps per epoch
+    used: int                        # samples per epoch actually used
+    total: int                       # optimizer steps in all
+    log: MetricsLog | None
+    save_state: Callable[[], None]
+
+
 # ---------------------------------------------------------------------------------------------------- trainer
 class Trainer:
     """Train ``model`` on ``train_set`` with ``step_fn``; see the module docstring.
@@ -277,12 +316,15 @@ class Trainer:
     ``init_fn(model)`` runs on fresh starts only, after ``config.weights`` was loaded.
     ``fingerprint_extra``: caller settings that change training but which the trainer cannot see
     (e.g. the FPD alpha or teacher file); they join the resume fingerprint.
+    ``log_factory(resumed) -> MetricsLog``: the epoch metrics' log (rank 0 only), e.g. DVCLive, which the
+    caller opens (the library does not depend on it); ``resumed`` says whether the run continues a checkpoint.
     """
 
     def __init__(self, model: nn.Module, train_set: Dataset, step_fn: StepFn, config: TrainConfig,
                  val_fn: ValFn | None = None, arch: dict | None = None, sampler: Sampler | None = None,
                  collate_fn: Callable | None = None, init_fn: Callable[[nn.Module], None] | None = None,
-                 fingerprint_extra: Mapping[str, Any] | None = None):
+                 fingerprint_extra: Mapping[str, Any] | None = None,
+                 log_factory: Callable[[bool], "MetricsLog"] | None = None):
         config.validate()
         self.model = model
         self.train_set = train_set
@@ -294,6 +336,7 @@ class Trainer:
         self.collate_fn = collate_fn
         self.init_fn = init_fn
         self.fingerprint_extra = dict(fingerprint_extra or {})
+        self.log_factory = log_factory
         self.resume_info = ""        # why the last fit() resumed / started fresh
 
     # -------------------------------------------------------------------------------------------- public
@@ -383,30 +426,47 @@ class Trainer:
         return ckpt
 
     def _load_start_weights(self, model: nn.Module) -> None:
-        if not self.config.weights:
-            return
-        try:
-            from pose.checkpoint import load_weights  # provided by the checkpoint module's owner
-        except ImportError:
-            load_weights = None
-        if load_weights is not None:
+        if self.config.weights:
             load_weights(model, self.config.weights, strict=True)
-        else:
-            ckpt = load_checkpoint(self.config.weights)
-            model.load_state_dict(ckpt.get("state_dict", ckpt))
 
     # -------------------------------------------------------------------------------------------- loop
     def _fit(self, ctx: DistContext) -> dict[str, Any]:
-        cfg = self.config
         t0 = time.perf_counter()
+        run, st = self._prepare(ctx)
+        resumed_from = st.step
+        run.net.train()
+        try:
+            if st.step >= run.total and st.logged_step != st.step:  # killed between the last step and its log
+                self._epoch_end(st, run)
+            while st.step < run.total:
+                self._run_epoch(st, run)
+                self._epoch_end(st, run)
+        finally:
+            if run.log is not None:
+                run.log.end()
+        broadcast_buffers(run.model, ctx)   # every rank ends with rank 0's BN statistics (the ones saved)
+
+        summary = dict(st.history[-1]) if st.history else {}
+        summary.update(step=st.step, steps_per_epoch=run.spe, resumed_from_step=resumed_from,
+                       train_seconds=round(time.perf_counter() - t0, 3))
+        if ctx.is_main and self.config.out_path:
+            save_model(self.config.out_path, run.model, self.arch, step=st.step,
+                       epoch=summary.get("epoch", st.epoch), metrics=summary)
+        return summary
+
+    def _prepare(self, ctx: DistContext) -> tuple["_Run", _State]:
+        """Model on its device, optimizer, schedule, scaler, resumed (or fresh) state, metrics log."""
+        cfg = self.config
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         model = self.model.to(ctx.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         base = self._base_sampler(ctx)
         spe, used = self._steps_per_epoch(len(base))
         total = cfg.epochs * spe if cfg.max_steps is None else min(cfg.epochs * spe, cfg.max_steps)
-        optimizer = build_optimizer(model, cfg.optimizer)
-        scheduler = build_scheduler(optimizer, cfg.scheduler, spe, total)
+        optimizer = build_optimizer(model, cfg.optimizer, source=cfg.source)
+        scheduler = build_scheduler(optimizer, cfg.scheduler, spe, total, source=cfg.source)
         amp_dtype = _amp_dtype(cfg.amp, ctx.device)
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16)
         items = self._fingerprint_items(ctx, total)
@@ -431,14 +491,12 @@ class Trainer:
             if self.init_fn is not None:
                 self.init_fn(model)
             st = _State()
-        resumed_from = st.step
 
         net: nn.Module = model
         if ctx.distributed:
             net = nn.parallel.DistributedDataParallel(
                 model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        live = self._open_live(ctx, resumed=ckpt is not None)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
+        metrics_log = self.log_factory(ckpt is not None) if (ctx.is_main and self.log_factory) else None
 
         def save_state() -> None:
             rngs = all_gather_objects(_rng_state(), ctx)
@@ -450,94 +508,83 @@ class Trainer:
                     "fingerprint": fingerprint, "fingerprint_items": items, "arch": self.arch,
                     "config": cfg.to_dict()})
 
-        net.train()
-        try:
-            if st.step >= total and st.logged_step != st.step:
-                self._epoch_end(st, spe, total, model, optimizer, live, ctx, save_state)
-            while st.step < total:
-                self._run_epoch(st, spe, used, total, base, net, optimizer, scheduler, scaler, amp_dtype,
-                                params, ctx, save_state)
-                self._epoch_end(st, spe, total, model, optimizer, live, ctx, save_state)
-        finally:
-            if live is not None:
-                live.end()
-        broadcast_buffers(model, ctx)   # every rank ends with rank 0's BN statistics (the ones saved)
+        run = _Run(ctx=ctx, model=model, net=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                   amp_dtype=amp_dtype, params=[p for g in optimizer.param_groups for p in g["params"]],
+                   base=base, spe=spe, used=used, total=total, log=metrics_log, save_state=save_state)
+        return run, st
 
-        summary = dict(st.history[-1]) if st.history else {}
-        summary.update(step=st.step, steps_per_epoch=spe, resumed_from_step=resumed_from,
-                       train_seconds=round(time.perf_counter() - t0, 3))
-        if ctx.is_main and cfg.out_path:
-            save_checkpoint(cfg.out_path, {
-                "arch": self.arch, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "step": st.step, "epoch": summary.get("epoch", st.epoch), "metrics": summary})
-        return summary
-
-    def _run_epoch(self, st: _State, spe: int, used: int, total: int, base: Sampler, net: nn.Module,
-                   optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
-                   amp_dtype: torch.dtype | None, params: list[nn.Parameter], ctx: DistContext,
-                   save_state: Callable[[], None]) -> None:
+    def _run_epoch(self, st: _State, run: "_Run") -> None:
         cfg = self.config
-        steps_here = min(spe, st.epoch_step + (total - st.step))
+        steps_here = min(run.spe, st.epoch_step + (run.total - st.step))
         if steps_here <= st.epoch_step:
             return
         per_step = cfg.accumulate * cfg.batch_size
-        stop = used if steps_here == spe else steps_here * per_step
-        loader = iter(self._loader(base, st.epoch, st.epoch_step * per_step, stop, ctx))
-        bar = self._progress(ctx, st, spe)
+        stop = run.used if steps_here == run.spe else steps_here * per_step
+        loader = iter(self._loader(run.base, st.epoch, st.epoch_step * per_step, stop, run.ctx))
+        bar = self._progress(run.ctx, st, run.spe)
         try:
             while st.epoch_step < steps_here:
-                optimizer.zero_grad(set_to_none=True)
-                step_parts: dict[str, float] = {}
-                for micro in range(cfg.accumulate):
-                    batch = _to_device(next(loader), ctx.device)
-                    sync = micro == cfg.accumulate - 1 or not ctx.distributed
-                    with (contextlib.nullcontext() if sync else net.no_sync()):  # type: ignore[operator]
-                        with torch.autocast(ctx.device.type, dtype=amp_dtype or torch.float32,
-                                            enabled=amp_dtype is not None):
-                            out = self.step_fn(net, batch)
-                        loss, parts = self._check_output(out)
-                        values = {**{k: _scalar(v) for k, v in parts.items()}, "loss": _scalar(loss)}
-                        self._guard(values, st, micro, ctx)
-                        scaler.scale(loss / cfg.accumulate).backward()
-                    for k, v in values.items():
-                        step_parts[k] = step_parts.get(k, 0.0) + v / cfg.accumulate
-                if cfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    norm = torch.nn.utils.clip_grad_norm_(params, float(cfg.grad_clip))
-                    if amp_dtype != torch.float16 and not torch.isfinite(norm):
-                        raise NonFiniteLossError(self._nan_message(st, "gradient norm", {"grad_norm": float(norm)}))
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+                step_parts = self._optimizer_step(st, run, loader)
                 st.step += 1
                 st.epoch_step += 1
                 for k, v in step_parts.items():
                     st.sums[k] = st.sums.get(k, 0.0) + v
-                if bar is not None:
-                    bar.update(1)
-                    if st.step % cfg.log_every == 0 or st.epoch_step == steps_here:
-                        bar.set_postfix(loss=f"{step_parts['loss']:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
-                elif ctx.is_main and st.step % cfg.log_every == 0:
-                    log.info("step %d/%d epoch %d loss %.5g lr %.3g", st.step, total, st.epoch + 1,
-                             step_parts["loss"], optimizer.param_groups[0]["lr"])
+                self._report_step(st, run, bar, step_parts, steps_here)
                 if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
-                    save_state()
+                    run.save_state()
         finally:
             if bar is not None:
                 bar.close()
 
-    def _epoch_end(self, st: _State, spe: int, total: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                   live: Any, ctx: DistContext, save_state: Callable[[], None]) -> None:
+    def _optimizer_step(self, st: _State, run: "_Run", loader: Iterator[Any]) -> dict[str, float]:
+        """One optimizer step over ``accumulate`` micro-batches; returns the step's loss parts (averaged)."""
+        cfg, ctx = self.config, run.ctx
+        run.optimizer.zero_grad(set_to_none=True)
+        step_parts: dict[str, float] = {}
+        for micro in range(cfg.accumulate):
+            batch = _to_device(next(loader), ctx.device)
+            sync = micro == cfg.accumulate - 1 or not ctx.distributed
+            with (contextlib.nullcontext() if sync else run.net.no_sync()):  # type: ignore[operator]
+                with torch.autocast(ctx.device.type, dtype=run.amp_dtype or torch.float32,
+                                    enabled=run.amp_dtype is not None):
+                    out = self.step_fn(run.net, batch)
+                loss, parts = self._check_output(out)
+                values = {**{k: _scalar(v) for k, v in parts.items()}, "loss": _scalar(loss)}
+                self._guard(values, st, micro, ctx)
+                run.scaler.scale(loss / cfg.accumulate).backward()
+            for k, v in values.items():
+                step_parts[k] = step_parts.get(k, 0.0) + v / cfg.accumulate
+        if cfg.grad_clip:
+            run.scaler.unscale_(run.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(run.params, float(cfg.grad_clip))
+            if run.amp_dtype != torch.float16 and not torch.isfinite(norm):
+                raise NonFiniteLossError(self._nan_message(st, "gradient norm", {"grad_norm": float(norm)}))
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        return step_parts
+
+    def _report_step(self, st: _State, run: "_Run", bar: Any, step_parts: Mapping[str, float],
+                     steps_here: int) -> None:
+        lr = run.optimizer.param_groups[0]["lr"]
+        if bar is not None:
+            bar.update(1)
+            if st.step % self.config.log_every == 0 or st.epoch_step == steps_here:
+                bar.set_postfix(loss=f"{step_parts['loss']:.4g}", lr=f"{lr:.3g}")
+        elif run.ctx.is_main and st.step % self.config.log_every == 0:
+            log.info("step %d/%d epoch %d loss %.5g lr %.3g", st.step, run.total, st.epoch + 1, step_parts["loss"], lr)
+
+    def _epoch_end(self, st: _State, run: "_Run") -> None:
         """Average the epoch's loss parts over steps (and ranks), validate, log, checkpoint."""
-        cfg = self.config
+        cfg, ctx, spe, model, live = self.config, run.ctx, run.spe, run.model, run.log
         keys = sorted(st.sums)
         sums = all_reduce_sum(torch.tensor([st.sums[k] for k in keys] + [float(st.epoch_step)],
                                            dtype=torch.float64), ctx).tolist()
         n = max(sums[-1], 1.0)
         metrics: dict[str, float] = {"epoch": st.epoch + st.epoch_step / spe}
         metrics.update({("loss" if k == "loss" else f"loss_{k}"): v / n for k, v in zip(keys, sums)})
-        metrics["lr"] = float(optimizer.param_groups[0]["lr"])
-        last = st.step >= total
+        metrics["lr"] = float(run.optimizer.param_groups[0]["lr"])
+        last = st.step >= run.total
         if ctx.is_main and self.val_fn is not None and ((st.epoch + 1) % cfg.val_every == 0 or last):
             was_training = model.training
             model.eval()
@@ -555,7 +602,7 @@ class Trainer:
         st.logged_step = st.step
         if st.epoch_step == spe:
             st.epoch, st.epoch_step, st.sums = st.epoch + 1, 0, {}
-        save_state()
+        run.save_state()
 
     # -------------------------------------------------------------------------------------------- guards, io
     @staticmethod
@@ -585,9 +632,3 @@ class Trainer:
         from tqdm import tqdm
         return tqdm(total=spe, initial=st.epoch_step, desc=f"epoch {st.epoch + 1}/{self.config.epochs}",
                     dynamic_ncols=True, leave=False)
-
-    def _open_live(self, ctx: DistContext, resumed: bool) -> Any:
-        if not (ctx.is_main and self.config.live_dir):
-            return None
-        from dvclive import Live
-        return Live(self.config.live_dir, dvcyaml=False, save_dvc_exp=False, resume=resumed)

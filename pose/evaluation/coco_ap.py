@@ -29,21 +29,23 @@ def coco_slots(skeleton: Skeleton = OPENPOSE18) -> np.ndarray:
 def poses_to_coco_results(image_id: int, poses: Sequence, skeleton: Skeleton = OPENPOSE18) -> list[dict]:
     """COCO result dicts for one image.
 
-    ``poses``: objects with ``keypoints`` (K, 3) [x, y, score] in internal pixel coordinates (-1 = missing),
+    ``poses``: objects with ``keypoints`` (K, 3) [x, y, score] in internal pixel coordinates (x = -1: missing),
     ``score`` and optionally ``count`` (LWOP's keypoint count; the number of found keypoints when absent).
-    Found keypoints get +0.5 px and v=1, missing ones 0, 0, 0; score = pose score × max(0, count − 1).
+    As LWOP's ``convert_to_coco_format``: only the missing marker (-1) means not found, so a found keypoint with a
+    negative coordinate (the demo path's maps reach past the image border) is kept. Found keypoints get +0.5 px and
+    v=1, missing ones 0, 0, 0; score = pose score × max(0, count − 1).
     """
     slots = coco_slots(skeleton)
     results = []
     for pose in poses:
         kpts = np.asarray(pose.keypoints, np.float64)[slots]
-        found = kpts[:, 0] >= 0
+        found = kpts[:, 0] != -1
         out = np.zeros((len(slots), 3))
         out[found, :2] = kpts[found, :2] + 0.5
         out[found, 2] = 1
         count = getattr(pose, "count", None)
         if count is None:
-            count = int((np.asarray(pose.keypoints)[:, 0] >= 0).sum())
+            count = int((np.asarray(pose.keypoints)[:, 0] != -1).sum())
         results.append({"image_id": int(image_id), "category_id": 1,
                         "keypoints": [float(v) for v in out.ravel()],
                         "score": float(pose.score) * max(0, int(count) - 1)})

@@ -1,4 +1,4 @@
-"""MPII PCKh, exactly the protocol of the reference evaluation script (REFERENCE A4).
+"""MPII PCKh, exactly the protocol of the reference evaluation script (docs/PROTOCOLS.md#mpii-pckh).
 
 ``err = ‖pred − gt‖ / (sc_bias · ‖head-box diagonal‖)``; a joint is correct when ``err < threshold`` (strict);
 only visible joints (not ``missing``) count. Columns: Head = head_top; Shoulder … Ankle = mean of the right and left

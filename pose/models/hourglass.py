@@ -1,7 +1,7 @@
 """Stacked hourglass network (Newell et al. 2016) in the FPD-U parameter layout.
 
 The module tree is arranged so that ``state_dict()`` keys and shapes equal those of the released FPD-U checkpoints
-(REFERENCE A1): ``conv1, bn1, layer1..3, hg.{stack}.hg.{level}.{branch}.{block}, res, fc, score, fc_, score_``.
+(docs/MODELS.md): ``conv1, bn1, layer1..3, hg.{stack}.hg.{level}.{branch}.{block}, res, fc, score, fc_, score_``.
 Inside one hourglass, ``level`` 0 is the innermost (lowest resolution) level; its branch list holds
 ``[up, low1, low3, low2]`` where only the innermost level has the fourth (``low2``) branch — deeper levels recurse
 instead. ``mobile=True`` makes every 3×3 bottleneck convolution depthwise (the FPD student), nothing else.
@@ -114,17 +114,6 @@ class HourglassNet(nn.Module):
         self.score_ = nn.ModuleList(
             nn.Conv2d(num_classes, ch, kernel_size=1, bias=True) for _ in range(num_stacks - 1)
         )
-
-    @property
-    def arch(self) -> dict:
-        """Constructor kwargs plus the family, as stored in our checkpoints."""
-        return {
-            "family": "hourglass",
-            "num_stacks": self.num_stacks,
-            "num_blocks": self.num_blocks,
-            "num_classes": self.num_classes,
-            "mobile": self.mobile,
-        }
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.relu(self.bn1(self.conv1(x)))

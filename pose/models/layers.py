@@ -1,7 +1,7 @@
 """Conv building blocks of Lightweight OpenPose, laid out so their ``state_dict`` keys match LWOP's.
 
 Each helper returns an ``nn.Sequential`` whose child indices are part of the checkpoint key layout
-(REFERENCE B1): ``conv`` = Conv [+BN] [+ReLU]; ``conv_dw`` = depthwise 3×3, BN, ReLU, pointwise 1×1, BN, ReLU;
+(docs/MODELS.md#openpose-network): ``conv`` = Conv [+BN] [+ReLU]; ``conv_dw`` = dw 3×3, BN, ReLU, 1×1, BN, ReLU;
 ``conv_dw_no_bn`` = depthwise 3×3, ELU, pointwise 1×1, ELU.
 """
 from __future__ import annotations

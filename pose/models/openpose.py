@@ -1,7 +1,7 @@
 """Lightweight OpenPose (Osokin 2018): MobileNet v1 backbone (stride 8), CPM, initial stage, refinement stages.
 
 Module names and ``nn.Sequential`` indices follow LWOP's ``PoseEstimationWithMobileNet`` so its released
-checkpoints load with ``strict=True`` (REFERENCE B1). Forward returns ``[hm0, paf0, hm1, paf1, ...]``, one
+checkpoints load strictly (docs/MODELS.md#openpose-key-layout). Forward returns ``[hm0, paf0, hm1, paf1, ...]``, one
 heatmap/PAF pair per stage; inference uses the last pair.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Lightweight OpenPose inference on whole images: resize/pad, network, upsample, peaks + PAF grouping.
 
-Two paths, as in LWOP (REFERENCE B4):
+Two paths, as in LWOP (docs/PROTOCOLS.md#openpose-inference):
 
 * ``mode="val"`` (``val.py``): normalise ``(BGR − 128)/256``, cubic resize to ``base_height × scale``, pad to a
   multiple of ``stride`` (width ≥ ``base_height``) with ``pad_value`` (in normalised units: 0 = grey 128),
@@ -12,43 +12,17 @@ Two paths, as in LWOP (REFERENCE B4):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
-from pose.codecs.grouping import extract_peaks, group_poses
+from pose.backends import as_runner
+from pose.codecs.openpose import OpenPoseCodec
+from pose.predict.pose import Pose  # noqa: F401  (re-exported: predictors return it)
 from pose.skeletons import OPENPOSE18, Skeleton
 
 ForwardFn = Callable[[np.ndarray], list]
-
-
-@dataclass
-class Pose:
-    """One person: ``keypoints`` (K, 3) [x, y, peak score] in image pixels (-1 rows for missing keypoints)."""
-
-    keypoints: np.ndarray
-    score: float          # LWOP's pose score: sum of keypoint and limb scores
-    count: int | None = None  # LWOP's keypoint count of the entry (gap-filled ears excluded); None → found ones
-
-    @property
-    def num_found(self) -> int:
-        return int((self.keypoints[:, 0] >= 0).sum())
-
-
-def _torch_forward(module) -> ForwardFn:
-    import torch
-
-    module.eval()
-    device = next(module.parameters()).device
-
-    def forward(x: np.ndarray) -> list[np.ndarray]:
-        with torch.no_grad():
-            out = module(torch.from_numpy(x).to(device))
-        return [t.detach().cpu().numpy() for t in out]
-
-    return forward
 
 
 def pad_to_stride(image: np.ndarray, base_height: int, stride: int, pad_value: Sequence[float]
@@ -83,13 +57,15 @@ class MultiPersonPredictor:
             raise ValueError(f"mode must be 'val' or 'demo', got {mode!r}")
         if mode == "demo" and tuple(scales) != (1.0,):
             raise ValueError("the demo path runs one scale; use mode='val' for multi-scale")
-        self.forward = forward if not hasattr(forward, "parameters") else _torch_forward(forward)
+        self.forward = as_runner(forward)
         self.base_height, self.stride, self.upsample = int(base_height), int(stride), int(upsample)
         self.scales, self.pad_value, self.mode = tuple(scales), tuple(pad_value), mode
         self.skeleton, self.threshold, self.nms_radius = skeleton, threshold, nms_radius
         self.num_heatmaps = num_heatmaps or skeleton.num_keypoints + 1
         self.num_pafs = 2 * len(skeleton.extra.get("infer_limbs", skeleton.limbs))
         self.group_kwargs = group_kwargs
+        self.codec = OpenPoseCodec(stride=self.stride, skeleton=skeleton, threshold=threshold, nms_radius=nms_radius,
+                                   group_kwargs=group_kwargs)
 
     @classmethod
     def validation(cls, forward: ForwardFn, **kwargs) -> "MultiPersonPredictor":
@@ -141,10 +117,7 @@ class MultiPersonPredictor:
 
     # ------------------------------------------------------------------------------------------------ poses
     def _group(self, heat: np.ndarray, pafs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        peaks = extract_peaks(heat, self.threshold, self.nms_radius, channels_last=True,
-                              num_channels=self.skeleton.num_keypoints)
-        return group_poses(peaks, pafs, self.skeleton, channels_last=True, return_counts=True,
-                           **self.group_kwargs)
+        return self.codec.decode(heat, pafs)
 
     def __call__(self, image: np.ndarray) -> list[Pose]:
         if image.ndim != 3 or image.shape[2] != 3:

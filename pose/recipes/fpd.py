@@ -1,8 +1,8 @@
 """Fast Pose Distillation recipe: the four hourglass trainings, MPII evaluation and the student's export
-(REFERENCE A1–A5).
+(docs/MODELS.md, docs/PROTOCOLS.md).
 
-Library glue only (no Prefect / DVC): the tasks call these functions with plain dicts from the ``fpd`` section of
-``params.yaml`` (:func:`resolve_profile` merges the selected profile into it).
+Library glue only (no Prefect / DVC): the flow resolves the ``fpd`` section once into :class:`FpdSettings` (the
+selected profile merged in) and each task takes one settings object (:class:`FpdRun` for a training stage).
 
 Roles (:data:`ROLES`):
 - ``teacher``: hg_s8_b1, ground-truth loss (Σ over stacks of the weighted MSE).
@@ -12,7 +12,7 @@ Roles (:data:`ROLES`):
 
 When the profile's augmentation is all off (``augment`` knobs 0) a training input is the same at every epoch, so the
 distilled roles run the teacher once over the training set (:func:`teacher_soft_targets`) instead of every step.
-``decode`` (profile key): the heatmap decode of validation and evaluation, ``reference`` (A4) or ``dark``.
+``decode`` (profile key): the heatmap decode of val and eval, ``reference`` (docs/PROTOCOLS.md#mpii-pckh) or ``dark``.
 
 Targets (``target.weight``): ``labelled`` (default) draws every labelled joint, visible or occluded, with weight 1
 and weight 0 for unlabelled joints — MPII's PCKh counts occluded labelled joints, so the net must learn them;
@@ -21,7 +21,7 @@ weight 1 for all 16). ``target.subpixel: false`` reproduces the reference's inte
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
 import os
 import time
@@ -36,15 +36,22 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from pose.codecs.heatmap import DECODE_METHODS as DECODES  # reference | dark | dark_blur
 from pose.data.datasets import TARGET_MODES as TARGET_WEIGHTS  # visible | labelled | reference
+from pose.families.hourglass import HOURGLASS
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
+from pose.export import ExportSettings
+from pose.recipes.common import (StageFiles, file_id, layered, run_training, select_profile,
+                                 training_metrics, write_metrics)
+from pose.settings import from_mapping, keyword_values
 
 log = logging.getLogger(__name__)
 
 ROLES = ("teacher", "student", "student_fpd", "student_fpd_unlabeled")
 DISTILLED = ("student_fpd", "student_fpd_unlabeled")
+WITH_UNLABELED = ("student_fpd_unlabeled",)
+STAGES = {role: f"train_{role}" for role in ROLES}   # a role's stage folder name (models/, runs/, metrics/)
 COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
 PROFILE_KEYS = ("input_res", "flip_test", "train", "roles", "augment", "target", "decode")
-# MpiiDataset augmentation knobs a profile may set (REFERENCE A2 values are the dataset defaults)
+# MpiiDataset's augmentation knobs a profile may set (their defaults, the paper's, are the dataset's)
 AUGMENT_KEYS = ("scale_factor", "rot_factor", "rot_prob", "flip_prob", "color_factor")
 
 
@@ -58,102 +65,153 @@ class MpiiPaths:
     unlabeled_dir: str | None = None
 
     @classmethod
-    def from_params(cls, mpii: Mapping[str, Any]) -> "MpiiPaths":
-        """From the ``mpii`` section of params.yaml (``prepared``, ``link``, ``images``, ``unlabeled_images``); makes
-        sure the image link exists (:func:`pose.data.mpii.ensure_image_link`)."""
+    def from_params(cls, mpii: Mapping[str, Any], source: str = "settings") -> "MpiiPaths":
+        """From the ``mpii`` section (``prepared``, ``link``, ``images``, ``unlabeled_images``); makes sure the image
+        link exists (:func:`pose.data.mpii.ensure_image_link`)."""
         from pose.data.mpii import ensure_image_link
 
+        for key in ("images", "link", "prepared"):
+            if not isinstance(mpii.get(key), str):
+                raise PoseDataError(source, f"must be a path, got {mpii.get(key)!r}", field=f"mpii.{key}")
         ensure_image_link(mpii["images"], mpii["link"])
         prepared = Path(mpii["prepared"])
         return cls(str(prepared / "train.json"), str(prepared / "val.json"), str(mpii["link"]),
                    str(prepared / "gt_val.mat"), mpii.get("unlabeled_images"))
 
 
-# ------------------------------------------------------------------------------------------------------ params
-def resolve_profile(section: Mapping[str, Any], source: str = "params.yaml") -> dict[str, Any]:
-    """The ``fpd`` section with the selected profile's keys (``input_res``, ``flip_test``, ``train``, ``roles``,
-    ``augment``, ``target``, ``decode``) merged in at the top level (``train`` and ``target`` key by key); a copy. Bad values raise ``PoseDataError`` naming the field."""
-    cfg = copy.deepcopy(dict(section))
-    profiles = cfg.pop("profiles", None)
-    name = cfg.get("profile")
-    if not isinstance(profiles, Mapping) or name not in profiles:
-        raise PoseDataError(source, f"unknown profile {name!r} (have {sorted(profiles or {})})", field="fpd.profile")
-    prof = dict(profiles[name])
-    unknown = set(prof) - set(PROFILE_KEYS)
-    if unknown:
-        raise PoseDataError(source, f"unknown key(s) {sorted(unknown)}", field=f"fpd.profiles.{name}")
-    shared_train = dict(cfg.get("train") or {})
-    shared_target = dict(cfg.get("target") or {})
-    cfg.update(prof)
-    cfg["train"] = {**shared_train, **dict(prof.get("train") or {})}
-    cfg["target"] = {**shared_target, **dict(prof.get("target") or {})}
-    decode = cfg.setdefault("decode", "reference")
-    if decode not in DECODES:
-        raise PoseDataError(source, f"must be one of {DECODES}, got {decode!r}", field=f"fpd.profiles.{name}.decode")
-    res = cfg.get("input_res")
-    if not isinstance(res, int) or res < 64 or res % 64:
-        raise PoseDataError(source, f"must be a positive multiple of 64, got {res!r}",
-                            field=f"fpd.profiles.{name}.input_res")
-    alpha = cfg.get("alpha", 0.5)
-    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise PoseDataError(source, f"must be in [0, 1], got {alpha!r}", field="fpd.alpha")
-    weight = cfg.get("target", {}).get("weight", "labelled")
-    if weight not in TARGET_WEIGHTS:
-        raise PoseDataError(source, f"must be one of {TARGET_WEIGHTS}, got {weight!r}", field="fpd.target.weight")
-    for key in ("models", "train"):
-        if not isinstance(cfg.get(key), Mapping):
-            raise PoseDataError(source, "missing mapping", field=f"fpd.{key}")
-    cfg.setdefault("roles", {})
-    augment = dict(cfg.get("augment") or {})
-    if set(augment) - set(AUGMENT_KEYS):
-        raise PoseDataError(source, f"unknown key(s) {sorted(set(augment) - set(AUGMENT_KEYS))}; known: "
-                            f"{AUGMENT_KEYS}", field=f"fpd.profiles.{name}.augment")
-    cfg["augment"] = augment
-    return cfg
+# ------------------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class Target:
+    """Heatmap targets (see the module docstring for ``weight``)."""
+
+    weight: str = "labelled"
+    subpixel: bool = True
+    sigma: float = 1.0
 
 
-def decode_args(cfg: Mapping[str, Any]) -> tuple[str, float]:
-    """``(decode, sigma)`` of a resolved config: the profile's heatmap decode and the targets' Gaussian sigma."""
-    return str(cfg.get("decode", "reference")), float((cfg.get("target") or {}).get("sigma", 1.0))
+@dataclass(frozen=True)
+class Models:
+    """``arch`` kwargs (without ``family``) of the teacher and of the student."""
+
+    teacher: dict
+    student: dict
 
 
-def role_arch(cfg: Mapping[str, Any], role: str) -> dict[str, Any]:
-    """``arch`` dict (for :func:`pose.models.build_model`) of a role: the teacher or the student model."""
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
-    return {"family": "hourglass", **cfg["models"]["teacher" if role == "teacher" else "student"]}
+@dataclass(frozen=True)
+class FpdEval:
+    grid_images: int = 4             # val images per model in the prediction grid
 
 
-def train_config_dict(cfg: Mapping[str, Any], role: str, run_dir: str | os.PathLike | None = None,
-                      out_path: str | os.PathLike | None = None,
-                      live_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``TrainConfig`` fields of a role: the profile's ``train`` updated by ``roles.<role>``, plus the paths."""
-    d = copy.deepcopy(dict(cfg["train"]))
-    d.update(copy.deepcopy(dict((cfg.get("roles") or {}).get(role) or {})))
-    for key, value in (("run_dir", run_dir), ("out_path", out_path), ("live_dir", live_dir)):
-        if value is not None:
-            d[key] = str(value)
-    return d
+@dataclass(frozen=True)
+class FpdSettings:
+    """The ``fpd`` section with its selected profile merged in (``train`` and ``target`` key by key)."""
+
+    profile: str
+    input_res: int
+    models: Models
+    alpha: float = 0.5
+    flip_test: bool = False
+    decode: str = "reference"
+    target: Target = Target()
+    augment: dict = dataclasses.field(default_factory=dict)   # MpiiDataset's augmentation kwargs (AUGMENT_KEYS)
+    train: dict = dataclasses.field(default_factory=dict)
+    roles: dict = dataclasses.field(default_factory=dict)
+    eval: FpdEval = FpdEval()
+    export: ExportSettings = ExportSettings()
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any], source: str) -> "FpdSettings":
+        """Resolve the ``fpd`` section (``source`` names its file in messages); bad values raise
+        :class:`PoseDataError` naming the field."""
+        name, prof = select_profile(section, "fpd", source)
+        unknown = set(prof) - set(PROFILE_KEYS)
+        if unknown:
+            raise PoseDataError(source, f"unknown key(s) {sorted(unknown)}", field=f"fpd.profiles.{name}")
+        for key in ("train", "target", "roles"):
+            for where, layer in (("fpd", section.get(key)), (f"fpd.profiles.{name}", prof.get(key))):
+                if layer is not None and not isinstance(layer, Mapping):
+                    raise PoseDataError(source, "must be a mapping", field=f"{where}.{key}")
+        merged = {k: v for k, v in section.items() if k != "profiles"}
+        merged.update(prof)
+        merged.update(profile=name, train=layered(section.get("train"), prof.get("train")),
+                      target=layered(section.get("target"), prof.get("target")))
+        if not isinstance(merged.get("models"), Mapping):
+            raise PoseDataError(source, "missing mapping", field="fpd.models")
+        if not isinstance(merged.get("input_res"), int) or merged["input_res"] < 64 or merged["input_res"] % 64:
+            raise PoseDataError(source, f"must be a positive multiple of 64, got {merged.get('input_res')!r}",
+                                field=f"fpd.profiles.{name}.input_res")
+        from pose.data.datasets import MpiiDataset
+
+        merged["augment"] = keyword_values(MpiiDataset.__init__, prof.get("augment"), AUGMENT_KEYS, source,
+                                           f"fpd.profiles.{name}.augment")
+        settings = from_mapping(cls, merged, source, "fpd")
+        if settings.decode not in DECODES:
+            raise PoseDataError(source, f"must be one of {DECODES}, got {settings.decode!r}",
+                                field=f"fpd.profiles.{name}.decode")
+        if not 0.0 <= settings.alpha <= 1.0:
+            raise PoseDataError(source, f"must be in [0, 1], got {settings.alpha!r}", field="fpd.alpha")
+        if settings.target.weight not in TARGET_WEIGHTS:
+            raise PoseDataError(source, f"must be one of {TARGET_WEIGHTS}, got {settings.target.weight!r}",
+                                field="fpd.target.weight")
+        unknown_roles = set(settings.roles) - set(ROLES)
+        if unknown_roles:
+            raise PoseDataError(source, f"unknown role(s) {sorted(unknown_roles)}; known: {ROLES}",
+                                field=f"fpd.profiles.{name}.roles")
+        return settings
+
+    def arch(self, role: str) -> dict[str, Any]:
+        """``arch`` dict of a role: the teacher or the student model."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
+        return HOURGLASS.arch(**(self.models.teacher if role == "teacher" else self.models.student))
+
+    def train_config(self, role: str, files: StageFiles | None = None, source: str = "settings") -> Any:
+        """The role's ``TrainConfig``: the profile's ``train`` updated by ``roles.<role>``, plus the stage's
+        files."""
+        from pose.engine.trainer import TrainConfig
+
+        d = layered(self.train, self.roles.get(role))
+        if files is not None:
+            d.update(run_dir=files.run_dir, out_path=files.model)
+        return TrainConfig.from_params(d, source=source)
+
+    @property
+    def deterministic_inputs(self) -> bool:
+        """True when the augmentation is all off (every knob given and 0), so a training item's input image is the
+        same at every epoch and the teacher's output can be cached."""
+        return all(float(self.augment.get(k, 1.0)) == 0.0
+                   for k in ("scale_factor", "rot_factor", "flip_prob", "color_factor"))
+
+
+@dataclass(frozen=True)
+class FpdRun:
+    """One training stage of the branch: everything its task needs."""
+
+    settings: FpdSettings
+    role: str
+    data: "MpiiPaths"
+    files: StageFiles
+    teacher: str | None = None       # the teacher's model file (distilled roles)
+    source: str = "settings"
 
 
 # ------------------------------------------------------------------------------------------------------ data
-def build_train_set(cfg: Mapping[str, Any], role: str, paths: MpiiPaths, seed: int = 0) -> Dataset:
+def build_train_set(settings: FpdSettings, role: str, paths: MpiiPaths, seed: int = 0,
+                    source: str = "settings") -> Dataset:
     """The training set of a role: MPII train crops at ``input_res`` (maps at ``input_res / 4``), plus the
     unlabelled images for ``student_fpd_unlabeled``."""
     from pose.data.datasets import MpiiDataset, UnlabeledDataset
 
-    res = int(cfg["input_res"])
-    target = dict(cfg.get("target") or {})
-    weight = target.get("weight", "labelled")
-    augment = {k: float(v) for k, v in (cfg.get("augment") or {}).items()}
+    res = settings.input_res
+    augment = settings.augment
+    t = settings.target
     mpii = MpiiDataset(paths.train_json, paths.images_dir, input_res=res, output_res=res // 4, train=True,
-                       sigma=float(target.get("sigma", 1.0)), subpixel=bool(target.get("subpixel", True)),
-                       targets=weight, seed=seed, **augment)
+                       sigma=t.sigma, subpixel=t.subpixel, targets=t.weight, seed=seed, **augment)
     parts: list[Dataset] = [mpii]
-    if role == "student_fpd_unlabeled":
+    if role in WITH_UNLABELED:
         if not paths.unlabeled_dir:
-            raise PoseDataError("params.yaml", "no unlabelled image folder", field="mpii.unlabeled_images")
-        shared = {k: augment[k] for k in ("flip_prob", "color_factor") if k in augment}  # A3: flip + colour only
+            raise PoseDataError(source, "no unlabelled image folder", field="mpii.unlabeled_images")
+        shared = {k: augment[k] for k in ("flip_prob", "color_factor") if k in augment}  # FPD: flip + colour only
         parts.append(UnlabeledDataset(paths.unlabeled_dir, input_res=res, output_res=res // 4, train=True,
                                       seed=seed, **shared))
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
@@ -178,7 +236,7 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def make_fpd_step(teacher: nn.Module, alpha: float = 0.5) -> Callable[[nn.Module, Mapping[str, torch.Tensor]],
                                                                      tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """FPD step (REFERENCE A3): the frozen teacher's last stack is the soft target of every student stack;
+    """FPD step (docs/PROTOCOLS.md#distillation): the frozen teacher's last stack is every student stack's soft target;
     ``total = α·kd + (1−α)·gt + kd_u`` via :func:`pose.losses.fpd_loss`. The teacher follows the batch's device."""
     from pose.losses import fpd_loss
 
@@ -214,13 +272,6 @@ class WithSoftTargets(Dataset):
         return {**self.base[index], "soft": self.soft[index]}
 
 
-def deterministic_inputs(cfg: Mapping[str, Any]) -> bool:
-    """True when the profile's augmentation is all off (every ``augment`` knob 0 and given), so a training item's
-    input image is the same at every epoch and the teacher's output can be cached."""
-    augment = cfg.get("augment") or {}
-    return all(float(augment.get(k, 1.0)) == 0.0 for k in ("scale_factor", "rot_factor", "flip_prob", "color_factor"))
-
-
 def teacher_soft_targets(teacher: nn.Module, data: Dataset, batch_size: int = 32, amp: str = "off",
                          channels_last: bool = False) -> torch.Tensor:
     """The frozen teacher's last-stack heatmaps ``(N, K, h, w)`` float32 of every item of ``data`` (eval mode,
@@ -235,10 +286,9 @@ def teacher_soft_targets(teacher: nn.Module, data: Dataset, batch_size: int = 32
     return torch.cat(out)
 
 
-def make_val_fn(paths: MpiiPaths, input_res: int, flip_test: bool = False, decode: str = "reference",
-                sigma: float = 1.0) -> Callable[[nn.Module], dict[str, float]]:
-    """``val_fn`` for the trainer: PCKh@0.5 Mean (the A4 protocol) on the val split (``decode`` / ``sigma``: see
-    :func:`pose.codecs.heatmap.decode_heatmaps`)."""
+def make_val_fn(settings: FpdSettings, paths: MpiiPaths) -> Callable[[nn.Module], dict[str, float]]:
+    """``val_fn`` for the trainer: PCKh@0.5 Mean (docs/PROTOCOLS.md#mpii-pckh) on the val split, with the
+    profile's input size, flip test and decode."""
     from pose.data.mpii import read_protocol_gt
     from pose.evaluation.pckh import pckh
     from pose.predict.single_person import predict_mpii
@@ -247,40 +297,37 @@ def make_val_fn(paths: MpiiPaths, input_res: int, flip_test: bool = False, decod
     gt = read_protocol_gt(paths.gt_val_mat)
 
     def val_fn(model: nn.Module) -> dict[str, float]:
-        preds = predict_mpii(model, records, paths.images_dir, input_res, flip_test=flip_test, batch_size=32,
-                             decode=decode, sigma=sigma)
+        preds = predict_mpii(model, records, paths.images_dir, settings.input_res, flip_test=settings.flip_test,
+                             batch_size=32, decode=settings.decode, sigma=settings.target.sigma)
         return {"pckh_mean": pckh(preds, gt)["Mean"]}
 
     return val_fn
 
 
 # ------------------------------------------------------------------------------------------------------ training
-def train_role(cfg: Mapping[str, Any], role: str, paths: MpiiPaths, out_path: str | os.PathLike,
-               run_dir: str | os.PathLike | None = None, live_dir: str | os.PathLike | None = None,
-               teacher_path: str | os.PathLike | None = None, validate: bool = True) -> dict[str, Any]:
-    """Train one role (``cfg`` from :func:`resolve_profile`) and write ``out_path`` (our checkpoint).
-
-    Returns the trainer's summary plus ``cpu_s`` (process CPU seconds), ``wall_s``, ``role``, ``arch`` and
-    ``resume`` (why the run resumed or started fresh).
-    """
+def train_role(run: FpdRun, validate: bool = True, log_factory: Callable | None = None) -> dict[str, Any]:
+    """Train one role; write its model file and training metrics; returns
+    :func:`pose.recipes.common.run_training`'s summary."""
     from pose.checkpoint import load_model
-    from pose.engine.trainer import Trainer, TrainConfig, seed_everything
-    from pose.models import build_model
+    from pose.engine.trainer import seed_everything
+    from pose.families import build_model
 
-    c0, w0 = time.process_time(), time.perf_counter()  # includes data set-up and any teacher caching
-    arch = role_arch(cfg, role)
-    tc = TrainConfig.from_params(train_config_dict(cfg, role, run_dir, out_path, live_dir))
+    started = time.process_time(), time.perf_counter()  # data set-up and teacher caching count
+    settings, role = run.settings, run.role
+    arch = settings.arch(role)
+    tc = settings.train_config(role, run.files, run.source)
     seed_everything(tc.seed)
     model = build_model(arch)
-    train_set = build_train_set(cfg, role, paths, seed=tc.seed)
-    extra: dict[str, Any] = {"role": role, "input_res": cfg["input_res"], "target": cfg.get("target")}
+    train_set = build_train_set(settings, role, run.data, seed=tc.seed, source=run.source)
+    extra: dict[str, Any] = {"role": role, "input_res": settings.input_res,
+                             "target": dataclasses.asdict(settings.target)}
     if role in DISTILLED:
-        if teacher_path is None:
-            raise ValueError(f"role {role!r} needs teacher_path")
-        teacher, _ = load_model(teacher_path)
-        step_fn = make_fpd_step(teacher, float(cfg.get("alpha", 0.5)))
-        extra.update(alpha=float(cfg.get("alpha", 0.5)), teacher=_file_id(teacher_path))
-        if deterministic_inputs(cfg):  # same input every epoch: one teacher pass over the set (on the CPU)
+        if run.teacher is None:
+            raise ValueError(f"role {role!r} needs a teacher model file")
+        teacher, _ = load_model(run.teacher)
+        step_fn = make_fpd_step(teacher, settings.alpha)
+        extra.update(alpha=settings.alpha, teacher=file_id(run.teacher))
+        if settings.deterministic_inputs:  # same input every epoch: one teacher pass over the set (on the CPU)
             c0 = time.process_time()
             train_set = WithSoftTargets(train_set, teacher_soft_targets(teacher, train_set, amp=tc.amp,
                                                                         channels_last=tc.channels_last))
@@ -288,23 +335,16 @@ def train_role(cfg: Mapping[str, Any], role: str, paths: MpiiPaths, out_path: st
                      time.process_time() - c0)
     else:
         step_fn = gt_step
-    val_fn = make_val_fn(paths, int(cfg["input_res"]), bool(cfg.get("flip_test", False)), *decode_args(cfg)) \
-        if validate else None
-    trainer = Trainer(model, train_set, step_fn, tc, val_fn=val_fn, arch=arch, fingerprint_extra=extra)
-    summary = dict(trainer.fit())
-    summary.update(role=role, arch=arch, cpu_s=time.process_time() - c0, wall_s=time.perf_counter() - w0,
-                   resume=trainer.resume_info, train_samples=len(train_set))
+    val_fn = make_val_fn(settings, run.data) if validate else None
+    summary = run_training(model, arch, train_set, step_fn, tc, run=role, val_fn=val_fn, fingerprint_extra=extra,
+                           log_factory=log_factory, started=started)
+    write_metrics(run.files.metrics, training_metrics(summary))
     return summary
-
-
-def _file_id(path: str | os.PathLike) -> dict[str, Any]:
-    st = os.stat(path)
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 # ------------------------------------------------------------------------------------------------------ model size
 def count_macs(model: nn.Module, input_res: int) -> int:
-    """Conv / linear multiply-accumulates of one forward at ``1×3×R×R`` (the convention of REFERENCE A1)."""
+    """Conv / linear multiply-accumulates of one forward at ``1×3×R×R`` (docs/MODELS.md#mac-counting)."""
     total = 0
 
     def hook(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
@@ -337,19 +377,27 @@ def model_size(model: nn.Module, input_res: int = 256) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------------ evaluation
-def evaluate_models(models: Mapping[str, str | os.PathLike], paths: MpiiPaths, input_res: int, out_dir: str | os.PathLike,
-                    preds_dir: str | os.PathLike, curve_dir: str | os.PathLike,
-                    curve_png: str | os.PathLike | None = None, grid_png: str | os.PathLike | None = None,
-                    flip_test: bool = False, thresholds: Sequence[float] | None = None,
-                    grid_images: int = 4, size_res: int = 256, decode: str = "reference",
-                    sigma: float = 1.0) -> dict[str, dict[str, Any]]:
-    """Evaluate every model (name → checkpoint) and the mean-pose baseline on the val split (REFERENCE A4).
+@dataclass(frozen=True)
+class MpiiEvalFiles:
+    """Where eval_mpii writes (metrics, predictions, curve data, PNGs); PNGs are optional."""
 
-    Writes ``preds_dir/<name>.mat`` (``preds`` N×16×2, 1-based), ``out_dir/<name>.json`` (Head … Ankle, Mean,
+    metrics_dir: str
+    preds_dir: str
+    curve_dir: str
+    curve_png: str | None = None
+    grid_png: str | None = None
+
+
+def evaluate_models(models: Mapping[str, str | os.PathLike], data: MpiiPaths, settings: FpdSettings,
+                    files: MpiiEvalFiles, thresholds: Sequence[float] | None = None,
+                    size_res: int = 256) -> dict[str, dict[str, Any]]:
+    """Evaluate every model (name → checkpoint) and the mean-pose baseline on the val split
+    (docs/PROTOCOLS.md#mpii-pckh) with the profile's input size, flip test and decode.
+
+    Writes ``preds_dir/<name>.mat`` (``preds`` N×16×2, 1-based), ``metrics_dir/<name>.json`` (Head … Ankle, Mean,
     per-joint values, params / GMACs at ``size_res``), ``curve_dir/<name>.json`` (rows ``{threshold, pckh}``:
     one line per model in the DVC plot of the folder), and optionally the PCKh-curve PNG and a PNG grid of predicted
-    skeletons (``grid_images`` val images per model). ``decode`` / ``sigma``: the heatmap decode
-    (:func:`pose.codecs.heatmap.decode_heatmaps`). Returns ``{name: metrics}``, baseline under ``mean_pose``.
+    skeletons. Returns ``{name: metrics}``, baseline under ``mean_pose``.
     """
     from pose.checkpoint import load_model
     from pose.data.mpii import read_protocol_gt, write_preds_mat
@@ -357,40 +405,41 @@ def evaluate_models(models: Mapping[str, str | os.PathLike], paths: MpiiPaths, i
     from pose.predict.single_person import predict_mpii
 
     thresholds = list(thresholds if thresholds is not None else np.round(np.linspace(0.0, 0.5, 51), 4))
-    val = read_json(paths.val_json)
-    gt = read_protocol_gt(paths.gt_val_mat)
+    val = read_json(data.val_json)
+    gt = read_protocol_gt(data.gt_val_mat)
     if len(val) != gt.joints.shape[0]:
-        raise PoseDataError(paths.gt_val_mat, f"{gt.joints.shape[0]} GT columns but {len(val)} val records in "
-                            f"{paths.val_json}", field="pos_gt_src")
-    out_dir, preds_dir = Path(out_dir), Path(preds_dir)
+        raise PoseDataError(data.gt_val_mat, f"{gt.joints.shape[0]} GT columns but {len(val)} val records in "
+                            f"{data.val_json}", field="pos_gt_src")
     all_preds: dict[str, np.ndarray] = {}
     results: dict[str, dict[str, Any]] = {}
     for name, path in models.items():
         model, _ = load_model(path)
-        all_preds[name] = predict_mpii(model, val, paths.images_dir, input_res, flip_test=flip_test, batch_size=32,
-                                       decode=decode, sigma=sigma)
+        all_preds[name] = predict_mpii(model, val, data.images_dir, settings.input_res,
+                                       flip_test=settings.flip_test, batch_size=32, decode=settings.decode,
+                                       sigma=settings.target.sigma)
         results[name] = {**_metrics(pckh(all_preds[name], gt)), **model_size(model, size_res),
-                         "input_res": input_res, "flip_test": bool(flip_test), "decode": decode}
-    all_preds["mean_pose"] = mean_pose_baseline(read_json(paths.train_json), val)
+                         "input_res": settings.input_res, "flip_test": settings.flip_test,
+                         "decode": settings.decode}
+    all_preds["mean_pose"] = mean_pose_baseline(read_json(data.train_json), val)
     results["mean_pose"] = _metrics(pckh(all_preds["mean_pose"], gt))
     rows = []
     for name, preds in all_preds.items():
-        write_preds_mat(preds_dir / f"{name}.mat", preds)
-        write_json(out_dir / f"{name}.json", results[name])
+        write_preds_mat(Path(files.preds_dir) / f"{name}.mat", preds)
+        write_metrics(Path(files.metrics_dir) / f"{name}.json", results[name])
         curve = [{"threshold": round(float(r["threshold"]), 4), "pckh": _finite(r["Mean"])}
                  for r in pckh_curve(preds, gt, thresholds)]
-        write_json(Path(curve_dir) / f"{name}.json", curve)
+        write_json(Path(files.curve_dir) / f"{name}.json", curve)
         rows += [{**r, "model": name} for r in curve]
-    if curve_png is not None:
-        plot_curves(rows, curve_png)
-    if grid_png is not None:
-        prediction_grid({k: v for k, v in all_preds.items()}, val, paths.images_dir, grid_png, grid_images)
+    if files.curve_png is not None:
+        plot_curves(rows, files.curve_png)
+    if files.grid_png is not None:
+        prediction_grid(all_preds, val, data.images_dir, files.grid_png, settings.eval.grid_images)
     return results
 
 
 def _metrics(r: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {c: _finite(r[c]) for c in COLUMNS}
-    out["Neck"] = _finite(r["per_joint"]["upper_neck"])  # in Mean, not a printed column (A4)
+    out["Neck"] = _finite(r["per_joint"]["upper_neck"])  # in Mean, not a printed column
     out["per_joint"] = {k: _finite(v) for k, v in r["per_joint"].items()}
     out["protocol"] = r["protocol"]
     return out
@@ -470,27 +519,19 @@ def val_crops(paths: MpiiPaths, input_res: int = 256, count: int = 4) -> list[np
     return [ds[int(i)]["image"].numpy()[None] for i in idx]
 
 
-def export_student(model_path: str | os.PathLike, out_dir: str | os.PathLike, paths: MpiiPaths,
-                   input_res: int = 256, num_inputs: int = 4, atol: float = 1e-4, latency_runs: int = 20,
-                   latency_warmup: int = 5, threads: int | None = None) -> dict[str, Any]:
+def export_student(model_path: str | os.PathLike, out_dir: str | os.PathLike, data: MpiiPaths,
+                   export: ExportSettings, metrics_path: str | os.PathLike) -> dict[str, Any]:
     """Export a hourglass checkpoint to ONNX + OpenVINO IR through :func:`pose.export.export_model`, verified on
-    real val crops at ``1×3×R×R``; returns export_model's metrics plus a compact ``summary``."""
+    ``export.verify_inputs`` real val crops at ``export.input_shape``; writes and returns export_model's metrics
+    plus a compact ``summary``."""
     from pose.export import export_model
 
-    inputs = val_crops(paths, input_res, num_inputs)
-    m = export_model(model_path, out_dir, family="hourglass", input_shape=(1, 3, input_res, input_res),
-                     verify_inputs=inputs, atol=atol, latency_runs=latency_runs, latency_warmup=latency_warmup,
-                     threads=threads)
+    shape = tuple(export.input_shape or HOURGLASS.inference.input_shape)
+    inputs = val_crops(data, shape[-1], export.verify_inputs)
+    m = export_model(model_path, out_dir, family=HOURGLASS.name, input_shape=shape, verify_inputs=inputs,
+                     atol=export.atol, latency_runs=export.latency_runs, latency_warmup=export.latency_warmup,
+                     threads=export.threads)
     m["verify_inputs"] = f"{len(inputs)} MPII val crops"
     m["summary"] = {f"max_abs_diff_{k}": v for k, v in m["max_abs_diff"].items()}
     m["summary"].update({f"latency_ms_{k}": v["median_ms"] for k, v in m.get("latency_ms", {}).items()})
-    return m
-
-
-def training_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The scalar part of a :func:`train_role` summary (for ``metrics/fpd_train/<stage>.json``)."""
-    keep = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
-    for k in ("cpu_s", "wall_s"):
-        if k in keep:
-            keep[k] = round(float(keep[k]), 1)
-    return keep
+    return write_metrics(metrics_path, m)

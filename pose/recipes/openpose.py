@@ -1,7 +1,7 @@
-"""Lightweight OpenPose recipe: the three training steps, COCO evaluation and export (REFERENCE B3–B5).
+"""Lightweight OpenPose recipe: the three training steps, COCO evaluation and export (docs/PROTOCOLS.md).
 
-Library glue only (no Prefect / DVC): the tasks call these functions with plain dicts read from the ``openpose``
-section of ``params.yaml`` (see :func:`resolve_profile`).
+Library glue only (no Prefect / DVC): the flow resolves the ``openpose`` section once into
+:class:`OpenPoseSettings` and each task takes settings objects (:class:`OpenPoseRun` for a training step).
 
 Steps (LWOP's schedule): ``step1`` starts from ImageNet MobileNet weights (or from scratch when none are given),
 ``step2`` from step 1's weights, ``step3`` adds refinement stages (3) and starts from step 2's weights by a partial
@@ -13,11 +13,11 @@ checkpoint is loaded into it partially, which keeps exactly the first refinement
 """
 from __future__ import annotations
 
-import copy
-import hashlib
+import dataclasses
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,123 +26,180 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from pose.backends import RawPixelInput
 from pose.checkpoint import LoadReport, load_checkpoint, load_weights
+from pose.families import build_model
+from pose.families.openpose import OPENPOSE
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 from pose.losses import openpose_masked_l2
-from pose.models import build_model
+from pose.predict.options import PredictOptions
+from pose.export import ExportSettings
+from pose.recipes.common import (StageFiles, file_id, layered, run_training, select_profile,
+                                 training_metrics, write_metrics)
+from pose.settings import from_mapping, keyword_values
 
 log = logging.getLogger(__name__)
 
 STEPS = ("step1", "step2", "step3")
-# keys of a profile's `data:` mapping that go to CocoTrainDataset as they are
+STAGES = {step: f"openpose_{step}" for step in STEPS}   # a step's stage folder name (models/, runs/, metrics/)
+# CocoTrainDataset's knobs a profile's `data` may set (their defaults, LWOP's, are the dataset's)
 DATASET_KEYS = ("input_size", "stride", "sigma", "paf_thickness", "scale_prob", "scale_min", "scale_max",
                 "target_dist", "max_rotate", "center_perturb", "flip_prob", "reference_pafs")
 
 
-# ------------------------------------------------------------------------------------------------------ params
-def resolve_profile(section: Mapping[str, Any], source: str = "params.yaml") -> dict[str, Any]:
-    """The selected profile of the ``openpose`` section: ``section['profiles'][section['profile']]`` (a copy)."""
-    name = section.get("profile")
-    profiles = section.get("profiles")
-    if not isinstance(profiles, Mapping) or not profiles:
-        raise PoseDataError(source, "missing or empty", field="openpose.profiles")
-    if name not in profiles:
-        raise PoseDataError(source, f"unknown profile {name!r} (have {sorted(profiles)})", field="openpose.profile")
-    prof = copy.deepcopy(dict(profiles[name]))
-    for key in ("data", "train", "steps", "eval"):
-        if not isinstance(prof.get(key), Mapping):
-            raise PoseDataError(source, "missing mapping", field=f"openpose.profiles.{name}.{key}")
-    unknown = set(prof["steps"]) - set(STEPS)
-    if unknown:
-        raise PoseDataError(source, f"unknown step(s) {sorted(unknown)}", field=f"openpose.profiles.{name}.steps")
-    return prof
+# ------------------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class Step:
+    """One training step: its network and schedule; ``train`` keys replace the profile's ``train`` keys."""
+
+    num_refinement_stages: int
+    epochs: int
+    milestones: tuple[int, ...] | None = None   # a multi-step schedule (epochs), LWOP's
+    max_steps: int | None = None
+    train: dict = dataclasses.field(default_factory=dict)
 
 
-def step_arch(profile: Mapping[str, Any], step: str) -> dict[str, Any]:
-    """The ``arch`` dict (for :func:`pose.models.build_model`) of a training step."""
-    return {"family": "openpose", "num_refinement_stages": int(profile["steps"][step]["num_refinement_stages"])}
+@dataclass(frozen=True)
+class OpenPoseEval:
+    """Evaluation (LWOP's ``val.py`` path: maps at image resolution) and the prediction sheets."""
+
+    base_height: int = 368
+    scales: tuple[float, ...] = (1.0,)
+    stride: int = 8
+    plot_images: int = 6
+
+    def predict_options(self) -> PredictOptions:
+        return PredictOptions(height=self.base_height, mode="val", scales=self.scales, stride=self.stride)
+
+
+@dataclass(frozen=True)
+class OpenPoseSettings:
+    """The ``openpose`` section with its selected profile."""
+
+    profile: str
+    data: dict                       # CocoTrainDataset's target and augmentation kwargs (DATASET_KEYS)
+    steps: dict[str, Step]
+    train: dict = dataclasses.field(default_factory=dict)
+    eval: OpenPoseEval = OpenPoseEval()
+    imagenet_weights: str | None = None
+    export: ExportSettings = ExportSettings()
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any], source: str) -> "OpenPoseSettings":
+        """Resolve the ``openpose`` section (``source`` names its file in messages)."""
+        name, prof = select_profile(section, "openpose", source)
+        for key in ("data", "train", "steps", "eval"):
+            if not isinstance(prof.get(key), Mapping):
+                raise PoseDataError(source, "missing mapping", field=f"openpose.profiles.{name}.{key}")
+        unknown = set(prof["steps"]) - set(STEPS)
+        if unknown:
+            raise PoseDataError(source, f"unknown step(s) {sorted(unknown)}", field=f"openpose.profiles.{name}.steps")
+        from pose.data.datasets import CocoTrainDataset
+
+        merged = {k: v for k, v in section.items() if k != "profiles"}
+        merged.update(prof, profile=name)
+        merged["data"] = keyword_values(CocoTrainDataset.__init__, prof["data"], DATASET_KEYS, source,
+                                        f"openpose.profiles.{name}.data")
+        return from_mapping(cls, merged, source, "openpose")
+
+    def arch(self, step: str) -> dict[str, Any]:
+        """The ``arch`` dict of a training step."""
+        return OPENPOSE.arch(num_refinement_stages=self.step(step).num_refinement_stages)
+
+    def step(self, step: str) -> Step:
+        if step not in self.steps:
+            raise ValueError(f"step {step!r} is not configured (have {sorted(self.steps)})")
+        return self.steps[step]
+
+    def train_config(self, step: str, files: StageFiles | None = None, overrides: Mapping[str, Any] | None = None,
+                     source: str = "settings") -> Any:
+        """TrainConfig of a step: the profile's ``train`` updated by the step's own ``train`` (key by key: a step's
+        ``optimizer`` replaces the profile's whole), then the step's ``epochs`` / ``milestones`` / ``max_steps``,
+        the stage's files and ``overrides`` (tests)."""
+        from pose.engine.trainer import TrainConfig
+
+        s = self.step(step)
+        train = layered(self.train, s.train)
+        train["epochs"] = s.epochs
+        if s.max_steps is not None:
+            train["max_steps"] = s.max_steps
+        sched = dict(train.get("scheduler") or {"name": "constant"})
+        if s.milestones is not None:
+            sched = {"name": "multistep", "milestones": list(s.milestones), "gamma": sched.get("gamma", 0.333)}
+        train["scheduler"] = sched
+        if files is not None:
+            train.update(run_dir=files.run_dir, out_path=files.model)
+        train.update(overrides or {})
+        return TrainConfig.from_params(train, source=source)
+
+
+@dataclass(frozen=True)
+class CocoTrainData:
+    """The prepared training labels and their images (the ``coco`` section)."""
+
+    labels: str
+    images_dir: str
+    label_net_input: float = 368.0   # scale_provided = bbox height / this (LWOP: 368)
+    skip_unreadable: bool = False
+
+    @classmethod
+    def from_params(cls, coco: Mapping[str, Any], source: str) -> "CocoTrainData":
+        return from_mapping(cls, {"labels": coco.get("labels_out"), "images_dir": coco.get("train_images"),
+                                  **{k: coco[f] for k, f in (("label_net_input", "label_net_input"),
+                                                             ("skip_unreadable", "skip_unreadable_images"))
+                                     if f in coco}}, source, "coco")
+
+
+@dataclass(frozen=True)
+class OpenPoseRun:
+    """One training step of the branch: everything its task needs."""
+
+    settings: OpenPoseSettings
+    step: str
+    data: CocoTrainData
+    files: StageFiles
+    init: str | None = None          # start weights: ImageNet MobileNet (step 1) or the previous step's model
+    source: str = "settings"
+    overrides: Mapping[str, Any] | None = None
 
 
 # ------------------------------------------------------------------------------------------------------ data
-def build_train_set(labels: str | os.PathLike, images_dir: str | os.PathLike, data: Mapping[str, Any],
-                    seed: int = 0, label_net_input: float = 368.0, skip_unreadable: bool = False) -> Dataset:
-    """The augmented training set of a profile's ``data`` mapping (keys of :data:`DATASET_KEYS`)."""
+def build_train_set(settings: OpenPoseSettings, data: CocoTrainData, seed: int = 0) -> Dataset:
+    """The augmented training set of the profile's ``data`` knobs."""
     from pose.data.datasets import CocoTrainDataset
 
-    unknown = set(data) - set(DATASET_KEYS)
-    if unknown:
-        raise PoseDataError("params.yaml", f"unknown dataset key(s) {sorted(unknown)}", field="openpose.data")
-    ds = CocoTrainDataset(str(labels), images_dir, train=True, seed=seed, label_net_input=label_net_input,
-                          skip_unreadable=skip_unreadable, **{k: data[k] for k in DATASET_KEYS if k in data})
-    return ds
+    return CocoTrainDataset(data.labels, data.images_dir, train=True, seed=seed,
+                            label_net_input=data.label_net_input, skip_unreadable=data.skip_unreadable,
+                            **settings.data)
 
 
 # ------------------------------------------------------------------------------------------------------ training
 def openpose_step_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Trainer step: masked L2 over every stage's heatmaps and PAFs (REFERENCE B3)."""
+    """Trainer step: masked L2 over every stage's heatmaps and PAFs (docs/PROTOCOLS.md#openpose-training)."""
     outputs = model(batch["image"])
     return openpose_masked_l2(outputs, batch["heatmaps"], batch["pafs"], batch["mask"])
 
 
-def _file_id(path: str | os.PathLike) -> dict[str, Any]:
-    """Identity of a start-weights file for the resume fingerprint (content, not mtime: dvc checkout rewrites)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return {"path": str(path), "sha256": h.hexdigest()[:16]}
+def train_step(run: OpenPoseRun, log_factory: Callable | None = None) -> dict[str, Any]:
+    """Train one step; write its model file and training metrics. Returns
+    :func:`pose.recipes.common.run_training`'s summary plus ``init`` (what was loaded from ``run.init``: counts and
+    the missing / unexpected / mis-shaped keys).
 
-
-def train_config_dict(profile: Mapping[str, Any], step: str, run_dir: str | os.PathLike | None,
-                      out_path: str | os.PathLike | None, overrides: Mapping[str, Any] | None = None
-                      ) -> dict[str, Any]:
-    """TrainConfig keys of a step: the profile's ``train`` mapping updated by the step's own ``train`` mapping
-    (key by key, as FPD's roles: a step's ``optimizer`` replaces the profile's whole), then the step's
-    ``epochs`` / ``milestones`` / ``max_steps``, paths, and ``overrides`` (tests)."""
-    train = copy.deepcopy(dict(profile["train"]))
-    s = profile["steps"][step]
-    step_train = s.get("train") or {}
-    if not isinstance(step_train, Mapping):
-        raise PoseDataError("params.yaml", "must be a mapping of TrainConfig keys",
-                            field=f"openpose.profiles.*.steps.{step}.train")
-    train.update(copy.deepcopy(dict(step_train)))
-    train["epochs"] = int(s["epochs"])
-    if s.get("max_steps") is not None:
-        train["max_steps"] = int(s["max_steps"])
-    sched = dict(train.get("scheduler") or {"name": "constant"})
-    if "milestones" in s:
-        sched = {"name": "multistep", "milestones": list(s["milestones"]), "gamma": sched.get("gamma", 0.333)}
-    train["scheduler"] = sched
-    if run_dir is not None:
-        train.update(run_dir=str(run_dir), live_dir=str(Path(run_dir) / "live"))
-    if out_path is not None:
-        train["out_path"] = str(out_path)
-    train.update(overrides or {})
-    return train
-
-
-def train_step(profile: Mapping[str, Any], step: str, labels: str | os.PathLike, images_dir: str | os.PathLike,
-               out_path: str | os.PathLike, run_dir: str | os.PathLike | None = None,
-               init_weights: str | os.PathLike | None = None, label_net_input: float = 368.0,
-               skip_unreadable: bool = False, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Train one step and write ``out_path`` (our model file); returns the trainer summary plus ``init`` (what
-    was loaded from ``init_weights``: counts and the missing / unexpected / mis-shaped keys) and ``cpu_seconds``.
-
-    ``init_weights``: ImageNet MobileNet weights (step 1), or the previous step's model file; loaded partially
-    (equal-shaped keys) on fresh starts only. ``None`` starts from scratch.
+    ``run.init`` is loaded partially (equal-shaped keys) on fresh starts only; ``None`` starts from scratch.
     """
-    from pose.engine.trainer import Trainer, TrainConfig, seed_everything
+    from pose.engine.trainer import seed_everything
 
-    if step not in profile["steps"]:
-        raise PoseDataError("params.yaml", f"step {step!r} is not configured", field="openpose.profiles.*.steps")
-    cfg_dict = train_config_dict(profile, step, run_dir, out_path, overrides)
-    config = TrainConfig.from_params(cfg_dict, source="params.yaml (openpose)")
-    arch = step_arch(profile, step)
+    started = time.process_time(), time.perf_counter()
+    settings, step, init_weights = run.settings, run.step, run.init
+    if step not in settings.steps:
+        raise PoseDataError(run.source, f"step {step!r} is not configured",
+                            field=f"openpose.profiles.{settings.profile}.steps")
+    config = settings.train_config(step, run.files, run.overrides, source=run.source)
+    arch = settings.arch(step)
     seed_everything(config.seed)
     model = build_model(arch)
-    train_set = build_train_set(labels, images_dir, profile["data"], seed=config.seed,
-                                label_net_input=label_net_input, skip_unreadable=skip_unreadable)
+    train_set = build_train_set(settings, run.data, seed=config.seed)
     init: dict[str, Any] = {"source": None}
 
     def init_fn(m: nn.Module) -> None:
@@ -154,14 +211,12 @@ def train_step(profile: Mapping[str, Any], step: str, labels: str | os.PathLike,
         init.update(report_dict(report))
         log.info("%s: %s", step, report.summary())
 
-    extra = {"step": step, "data": dict(profile["data"]),
-             "init": _file_id(init_weights) if init_weights is not None else None}
-    trainer = Trainer(model, train_set, openpose_step_fn, config, arch=arch, init_fn=init_fn,
-                      fingerprint_extra=extra)
-    t0 = time.process_time()
-    summary = trainer.fit()
-    summary.update(cpu_seconds=round(time.process_time() - t0, 2), resume=trainer.resume_info, init=init,
-                   arch=arch)
+    extra = {"step": step, "data": settings.data,
+             "init": file_id(init_weights) if init_weights is not None else None}
+    summary = run_training(model, arch, train_set, openpose_step_fn, config, run=step, init_fn=init_fn,
+                           fingerprint_extra=extra, log_factory=log_factory, started=started)
+    write_metrics(run.files.metrics, training_metrics(summary))
+    summary["init"] = init
     return summary
 
 
@@ -180,8 +235,8 @@ def load_eval_model(path: str | os.PathLike, num_refinement_stages: int = 1) -> 
     Raises :class:`PoseDataError` when anything the smaller net needs is absent from the file.
     """
     ckpt = load_checkpoint(path)
-    arch = dict(ckpt.get("arch") or {"family": "openpose"})
-    if arch.get("family") != "openpose":
+    arch = dict(ckpt.get("arch") or OPENPOSE.arch())
+    if arch.get("family") != OPENPOSE.name:
         raise PoseDataError(path, f"not an OpenPose model (family {arch.get('family')!r})", field="arch.family")
     arch["num_refinement_stages"] = int(num_refinement_stages)
     model = build_model(arch)
@@ -192,17 +247,13 @@ def load_eval_model(path: str | os.PathLike, num_refinement_stages: int = 1) -> 
     return model.eval(), report_dict(report)
 
 
-def make_predictor(forward: Any, eval_cfg: Mapping[str, Any]) -> Any:
-    """A :class:`MultiPersonPredictor` (validation path) with the profile's ``eval`` settings."""
-    from pose.predict.multi_person import MultiPersonPredictor
-
-    return MultiPersonPredictor(forward, base_height=int(eval_cfg["base_height"]), mode="val",
-                                scales=tuple(float(s) for s in eval_cfg.get("scales", [1.0])),
-                                stride=int(eval_cfg.get("stride", 8)))
+def make_predictor(forward: Any, evaluation: OpenPoseEval) -> Any:
+    """The family's predictor on the validation path with the profile's ``eval`` settings."""
+    return OPENPOSE.predictor(forward, evaluation.predict_options())
 
 
 def evaluate_model(model_path: str | os.PathLike, gt_json: str | os.PathLike, images_dir: str | os.PathLike,
-                   eval_cfg: Mapping[str, Any], metrics_path: str | os.PathLike,
+                   evaluation: OpenPoseEval, metrics_path: str | os.PathLike,
                    results_path: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
     """COCO keypoint AP of one model file (evaluated with 1 refinement stage) on ``gt_json``.
 
@@ -212,31 +263,29 @@ def evaluate_model(model_path: str | os.PathLike, gt_json: str | os.PathLike, im
     from pose.evaluation.coco_ap import evaluate_predictor
 
     model, report = load_eval_model(model_path, 1)
-    predictor = make_predictor(model, eval_cfg)
+    predictor = make_predictor(model, evaluation)
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         metrics, results = evaluate_predictor(predictor, gt_json, images_dir, progress=progress)
     n_images = len(read_json(gt_json)["images"])
     out = {**{k: round(float(v), 6) for k, v in metrics.items()},
            "images": n_images, "detections": len(results),
-           "base_height": int(eval_cfg["base_height"]), "scales": [float(s) for s in eval_cfg.get("scales", [1.0])],
+           "base_height": evaluation.base_height, "scales": list(evaluation.scales),
            "refinement_stages_evaluated": 1, "ignored_keys": len(report["unexpected"]),
            "seconds_per_image": round((time.perf_counter() - t0) / max(n_images, 1), 4),
            "cpu_seconds": round(time.process_time() - c0, 2), "model": str(model_path)}
     write_json(results_path, results)
-    write_json(metrics_path, out)
-    return out
+    return write_metrics(metrics_path, out)
 
 
 def prediction_sheet(model_path: str | os.PathLike, gt_json: str | os.PathLike, images_dir: str | os.PathLike,
-                     eval_cfg: Mapping[str, Any], out_png: str | os.PathLike, num_images: int = 6,
+                     evaluation: OpenPoseEval, out_png: str | os.PathLike, num_images: int = 6,
                      cols: int = 3) -> dict[str, Any]:
     """Draw the model's poses over the first ``num_images`` images of ``gt_json`` into one PNG."""
-    from pose.skeletons import OPENPOSE18
     from pose.visualize import contact_sheet, draw_skeleton
 
     model, _ = load_eval_model(model_path, 1)
-    predictor = make_predictor(model, eval_cfg)
+    predictor = make_predictor(model, evaluation)
     images = read_json(gt_json)["images"][:num_images]
     if not images:
         raise PoseDataError(gt_json, "no images to draw", field="images")
@@ -248,7 +297,7 @@ def prediction_sheet(model_path: str | os.PathLike, gt_json: str | os.PathLike, 
         for p in poses:
             kp = np.asarray(p.keypoints, np.float64).copy()
             kp[:, 2] = (kp[:, 0] >= 0).astype(np.float64)
-            image = draw_skeleton(image, kp, OPENPOSE18)
+            image = draw_skeleton(image, kp, OPENPOSE.skeleton)
         tiles.append(image)
         labels.append(f"{im['id']}: {len(poses)} poses")
         total += len(poses)
@@ -257,11 +306,6 @@ def prediction_sheet(model_path: str | os.PathLike, gt_json: str | os.PathLike, 
 
 
 # ------------------------------------------------------------------------------------------------------ export
-def _raw_pixels(forward: Callable[[np.ndarray], list]) -> Callable[[np.ndarray], list]:
-    """Feed a backend with folded normalisation (OpenVINO IR) from normalised input: x·256 + 128."""
-    return lambda x: forward((x * np.float32(256.0) + np.float32(128.0)).astype(np.float32))
-
-
 def compare_poses(reference: Sequence, candidate: Sequence) -> dict[str, Any]:
     """Pose-set equality of two predictor outputs (same order expected): counts, per-keypoint presence, max px
     distance between corresponding keypoints and max pose-score difference."""
@@ -283,34 +327,37 @@ def compare_poses(reference: Sequence, candidate: Sequence) -> dict[str, Any]:
 
 
 def export_and_check(model_path: str | os.PathLike, out_dir: str | os.PathLike, gt_json: str | os.PathLike,
-                     images_dir: str | os.PathLike, eval_cfg: Mapping[str, Any], input_shape: Sequence[int],
-                     num_images: int = 4, atol: float = 1e-4, px_tol: float = 1e-3, latency_runs: int = 20,
-                     threads: int | None = None) -> dict[str, Any]:
+                     images_dir: str | os.PathLike, evaluation: OpenPoseEval, export: ExportSettings,
+                     metrics_path: str | os.PathLike | None = None, px_tol: float = 1e-3) -> dict[str, Any]:
     """Export the model (1 refinement stage) through :func:`pose.export.export_model` (ONNX + OpenVINO IR,
-    f32 parity against torch, latencies), then run each backend through the same predictor on ``num_images``
-    val images and compare the poses with torch's. ``poses_equal`` per backend: same pose count, same found
-    keypoints, coordinates within ``px_tol``. OpenVINO's default precision (bf16 where the CPU has it) is
-    reported, not required to be equal."""
+    f32 parity against torch, latencies), then run each backend through the same predictor on
+    ``export.verify_inputs`` val images and compare the poses with torch's. ``poses_equal`` per backend: same pose
+    count, same found keypoints, coordinates within ``px_tol``. OpenVINO's default precision (bf16 where the CPU
+    has it) is reported, not required to be equal. Writes the metrics to ``metrics_path`` when given."""
     from pose.backends import OnnxBackend, OpenVinoBackend, TorchBackend
     from pose.export import export_model
 
     model, report = load_eval_model(model_path, 1)
     out_dir = Path(out_dir)
-    metrics = export_model(model, out_dir, family="openpose", input_shape=tuple(input_shape), atol=atol,
-                           latency_runs=latency_runs, threads=threads)
+    threads = export.threads
+    metrics = export_model(model, out_dir, family=OPENPOSE.name,
+                           input_shape=tuple(export.input_shape or OPENPOSE.inference.input_shape), atol=export.atol,
+                           latency_runs=export.latency_runs, latency_warmup=export.latency_warmup, threads=threads)
+    inf = OPENPOSE.inference
     forwards = {
         "torch": TorchBackend(model),
         "onnxruntime": OnnxBackend(out_dir / "model.onnx", threads=threads),
-        "openvino_f32": _raw_pixels(OpenVinoBackend(out_dir / "model.xml", precision="f32", threads=threads)),
-        "openvino_default": _raw_pixels(OpenVinoBackend(out_dir / "model.xml", precision="default",
-                                                        threads=threads)),
+        "openvino_f32": RawPixelInput(OpenVinoBackend(out_dir / "model.xml", precision="f32", threads=threads),
+                                      inf.ir_mean, inf.ir_scale),
+        "openvino_default": RawPixelInput(OpenVinoBackend(out_dir / "model.xml", precision="default",
+                                                          threads=threads), inf.ir_mean, inf.ir_scale),
     }
-    images = read_json(gt_json)["images"][:num_images]
+    images = read_json(gt_json)["images"][:export.verify_inputs]
     poses: dict[str, list] = {k: [] for k in forwards}
     for im in images:
         image = read_image(Path(images_dir) / im["file_name"])
         for name, fwd in forwards.items():
-            poses[name].append(make_predictor(fwd, eval_cfg)(image))
+            poses[name].append(make_predictor(fwd, evaluation)(image))
     checks: dict[str, Any] = {}
     for name in forwards:
         if name == "torch":
@@ -329,4 +376,4 @@ def export_and_check(model_path: str | os.PathLike, out_dir: str | os.PathLike, 
         checks[name] = agg
     metrics.update(pose_equality=checks, pose_px_tolerance=px_tol, model=str(model_path),
                    refinement_stages_exported=1, ignored_keys=len(report["unexpected"]))
-    return metrics
+    return write_metrics(metrics_path, metrics) if metrics_path is not None else metrics

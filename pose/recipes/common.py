@@ -1,0 +1,131 @@
+"""What both training recipes share: profile selection, where a stage's files go, one training run with one summary
+shape, file identities, and the one writer of metrics files.
+
+A recipe (``fpd``, ``openpose``) resolves its params section once into a frozen settings object, builds the dataset
+and the ``step_fn`` of its family, and calls :func:`run_training`; every stage's metrics go through
+:func:`write_metrics`.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from pose.io import PoseDataError, write_json
+
+
+# ------------------------------------------------------------------------------------------------------ profiles
+def select_profile(section: Mapping[str, Any], branch: str, source: str) -> tuple[str, dict[str, Any]]:
+    """``(name, a copy of the profile)`` named by ``section['profile']`` among ``section['profiles']``."""
+    profiles = section.get("profiles")
+    if not isinstance(profiles, Mapping) or not profiles:
+        raise PoseDataError(source, "missing or empty", field=f"{branch}.profiles")
+    name = section.get("profile")
+    if name not in profiles:
+        raise PoseDataError(source, f"unknown profile {name!r} (have {sorted(profiles)})", field=f"{branch}.profile")
+    profile = profiles[name]
+    if not isinstance(profile, Mapping):
+        raise PoseDataError(source, "must be a mapping", field=f"{branch}.profiles.{name}")
+    return str(name), copy.deepcopy(dict(profile))
+
+
+def layered(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Key-by-key merge, later layers winning (a layer's ``optimizer`` replaces the whole earlier one)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        out.update(copy.deepcopy(dict(layer or {})))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ files
+@dataclass(frozen=True)
+class StageFiles:
+    """Where one training stage writes: model file, resumable run dir (DVCLive inside), training metrics."""
+
+    model: str
+    run_dir: str
+    live_dir: str
+    metrics: str
+
+    @classmethod
+    def of(cls, paths: "PathSettings", stage: str, metrics_group: str) -> "StageFiles":
+        run_dir = Path(paths.runs) / stage
+        return cls(str(Path(paths.models) / stage / "model.pt"), str(run_dir), str(run_dir / "live"),
+                   str(Path(paths.metrics) / metrics_group / f"{stage}.json"))
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    """The ``paths`` section: the roots of everything the pipeline writes (dvc.yaml builds the same paths)."""
+
+    models: str = "models"
+    runs: str = "runs"
+    metrics: str = "metrics"
+    plots: str = "plots"
+    predictions: str = "predictions"
+
+    def model(self, stage: str) -> str:
+        return str(Path(self.models) / stage / "model.pt")
+
+
+def file_id(path: str | os.PathLike) -> dict[str, Any]:
+    """Identity of an input file for a resume fingerprint: its content (sha256), never its mtime, which
+    ``dvc checkout`` rewrites."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"path": str(path), "sha256": h.hexdigest()[:16]}
+
+
+# ------------------------------------------------------------------------------------------------------ training
+def run_training(model: nn.Module, arch: Mapping[str, Any], train_set: Dataset, step_fn: Callable, config: Any,
+                 run: str, val_fn: Callable | None = None, init_fn: Callable | None = None,
+                 fingerprint_extra: Mapping[str, Any] | None = None, log_factory: Callable | None = None,
+                 started: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Train with :class:`pose.engine.trainer.Trainer` and return the one summary shape of every training stage:
+    the trainer's summary (last epoch's losses and validation, ``step``, ...) plus ``run`` (role or step),
+    ``arch``, ``train_samples``, ``resume`` (why it resumed or started fresh), ``cpu_s`` and ``wall_s`` (since
+    ``started`` = ``(process_time, perf_counter)`` of the recipe's start, data set-up included)."""
+    from pose.engine.trainer import Trainer
+
+    c0, w0 = started or (time.process_time(), time.perf_counter())
+    trainer = Trainer(model, train_set, step_fn, config, val_fn=val_fn, arch=dict(arch), init_fn=init_fn,
+                      fingerprint_extra=fingerprint_extra, log_factory=log_factory)
+    summary = dict(trainer.fit())
+    summary.update(run=run, arch=dict(arch), train_samples=len(train_set),  # type: ignore[arg-type]
+                   resume=trainer.resume_info, cpu_s=round(time.process_time() - c0, 1),
+                   wall_s=round(time.perf_counter() - w0, 1))
+    return summary
+
+
+def training_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The scalar part of a :func:`run_training` summary (what ``metrics/<branch>_train/<stage>.json`` holds)."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+# ------------------------------------------------------------------------------------------------------ metrics
+def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Write a metrics file (indented JSON, atomically; non-finite floats become null so the file stays valid
+    JSON). The one writer of every ``metrics/`` file; returns what it wrote."""
+    clean = _finite(dict(metrics))
+    write_json(path, clean, indent=2)
+    return clean
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
