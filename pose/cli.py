@@ -470,14 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth-freq", type=float, default=15.0, help="One Euro frequency (default 15)")
     p.add_argument("--smooth-mincutoff", type=float, default=1.0, help="One Euro min cutoff (default 1)")
     p.add_argument("--smooth-beta", type=float, default=0.05, help="One Euro beta (default 0.05)")
-    p.add_argument("--height", type=int, default=256, help="openpose: network input height (demo path, 256)")
+    p.add_argument("--height", type=int, default=PredictOptions.height,
+                   help=f"openpose: network input height (demo path, {PredictOptions.height})")
     p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else 256)")
     p.add_argument("--center", type=float, nargs=2, metavar=("X", "Y"),
                    help="hourglass: person centre in pixels (default: image centre)")
     p.add_argument("--scale", type=float,
                    help="hourglass: MPII scale (person height / 200 px); default: the whole image is the crop")
     p.add_argument("--flip", action="store_true", help="hourglass: flip test")
-    p.add_argument("--decode", choices=("reference", "argmax_shift", "dark"), default="reference",
+    p.add_argument("--decode", choices=("reference", "argmax_shift", "dark"), default=PredictOptions.decode,
                    help="hourglass: heatmap decode (reference: FPD-U's, argmax ±0.25 and integer image coordinates; "
                         "argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
     p.add_argument("--draw-threshold", type=float, help="draw keypoints whose score exceeds this")
@@ -524,10 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "the dataset)")
     p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else 256)")
     p.add_argument("--flip", action="store_true", help="hourglass: flip test")
-    p.add_argument("--decode", choices=("reference", "argmax_shift", "dark"), default="reference",
+    p.add_argument("--decode", choices=("reference", "argmax_shift", "dark"), default=PredictOptions.decode,
                    help="hourglass: heatmap decode (reference: FPD-U's, argmax ±0.25 and integer image coordinates; "
                         "argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
-    p.add_argument("--batch-size", type=int, default=16, help="hourglass: batch size")
+    p.add_argument("--batch-size", type=int, default=EvalOptions.batch_size, help="hourglass: batch size")
     p.add_argument("--preds-mat", help="hourglass: also write the predictions .mat (1-based)")
     p.add_argument("--mode", choices=("val", "demo"), default="val",
                    help="openpose: LWOP val path (height 368, maps ×8) or demo path (256, ×4)")

@@ -32,7 +32,7 @@ def stacked_heatmap_loss(outputs: Sequence[Tensor], target: Tensor, target_weigh
 
 
 def fpd_loss(student_outputs: Sequence[Tensor], teacher_last: Tensor, target: Tensor, labeled: Tensor,
-             alpha: float = 0.5, target_weight: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+             alpha: float, target_weight: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Fast Pose Distillation loss as trained by FPD-U.
 
     For every student stack ``S_j`` and sample ``i`` (``N`` samples): a labelled sample (``labeled[i] > 0.5``)

@@ -63,8 +63,8 @@ def test_fpd_loss_target_weight_applies_to_gt_only() -> None:
     teacher, target = rand(2, 3, 4, 4, seed=2), rand(2, 3, 4, 4, seed=3)
     labeled = torch.ones(2)
     weight = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
-    _, parts = fpd_loss(students, teacher, target, labeled, target_weight=weight)
-    _, plain = fpd_loss(students, teacher, target, labeled)
+    _, parts = fpd_loss(students, teacher, target, labeled, 0.5, target_weight=weight)
+    _, plain = fpd_loss(students, teacher, target, labeled, 0.5)
     s = students[0]
     gt = sum(float((((s[i] - target[i]) * weight[i, :, None, None]) ** 2).mean()) / 2 for i in range(2))
     assert float(parts["gt"]) == pytest.approx(gt, rel=1e-12)

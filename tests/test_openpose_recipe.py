@@ -241,7 +241,7 @@ def test_step_train_mapping_overrides_the_profile_train_key_by_key():
                "steps": {"step1": {"num_refinement_stages": 1, "epochs": 3},
                          "step2": {"num_refinement_stages": 1, "epochs": 2,
                                    "train": {"optimizer": {"name": "adam", "lr": 2e-4}, "batch_size": 4}}},
-               "eval": {}}
+               "eval": {"base_height": 368}}
     resolved = settings(profile)
     one, two = resolved.train_config("step1"), resolved.train_config("step2")
     assert one.optimizer == {"name": "adam", "lr": 1e-3} and one.batch_size == 8

@@ -234,7 +234,7 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def make_fpd_step(teacher: nn.Module, alpha: float = 0.5) -> Callable[[nn.Module, Mapping[str, torch.Tensor]],
+def make_fpd_step(teacher: nn.Module, alpha: float) -> Callable[[nn.Module, Mapping[str, torch.Tensor]],
                                                                      tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """FPD step (docs/PROTOCOLS.md#distillation): the frozen teacher's last stack is every student stack's soft target;
     ``total = α·kd + (1−α)·gt + kd_u`` via :func:`pose.losses.fpd_loss`. The teacher follows the batch's device."""

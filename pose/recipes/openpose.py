@@ -63,13 +63,12 @@ class Step:
 class OpenPoseEval:
     """Evaluation (LWOP's ``val.py`` path: maps at image resolution) and the prediction sheets."""
 
-    base_height: int = 368
+    base_height: int                 # network input height (LWOP: 368)
     scales: tuple[float, ...] = (1.0,)
-    stride: int = 8
     plot_images: int = 6
 
     def predict_options(self) -> PredictOptions:
-        return PredictOptions(height=self.base_height, mode="val", scales=self.scales, stride=self.stride)
+        return PredictOptions(height=self.base_height, mode="val", scales=self.scales)
 
 
 @dataclass(frozen=True)
@@ -79,8 +78,8 @@ class OpenPoseSettings:
     profile: str
     data: dict                       # CocoTrainDataset's target and augmentation kwargs (DATASET_KEYS)
     steps: dict[str, Step]
+    eval: OpenPoseEval
     train: dict = dataclasses.field(default_factory=dict)
-    eval: OpenPoseEval = OpenPoseEval()
     imagenet_weights: str | None = None
     export: ExportSettings = ExportSettings()
 
