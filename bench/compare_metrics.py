@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 # keys whose values are run records, not results: wall / CPU time, latency, where a run resumed, file locations
-RUN_RECORD = re.compile(r"(^|/)(cpu_s|wall_s|cpu_seconds|train_seconds|seconds_per_image|resume|model|files|"
-                        r"latency_ms|latency_ms_[a-z_]+|median_ms|p10_ms|p90_ms|mean_ms|throughput_per_s)(/|$)")
+RUN_RECORD = re.compile(r"(^|/)(cpu_s|wall_s|cpu_seconds|train_seconds|seconds_per_image|resume|resumed_from_step|"
+                        r"model|files|latency_ms|latency_ms_[a-z0-9_]+|median_ms|p10_ms|p90_ms|mean_ms|"
+                        r"throughput_per_s)(/|$)")
 
 
 def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -287,3 +287,18 @@ def test_code_change_starts_fresh_and_cosine_length_is_part_of_the_fingerprint(t
     tiny.run(cos)
     tr, s, _ = tiny.run({**cos, "max_steps": 5})                # a longer cosine is another trajectory
     assert s["resumed_from_step"] == 0 and "total_steps" in tr.resume_info
+
+
+def test_threads_setting_pins_torch_and_joins_the_fingerprint(tmp_path):
+    """``threads`` fixes torch's intra-op thread count for the run (float reduction order follows it), and a
+    checkpoint written with another count is not resumed."""
+    cfg = {**BASE, "epochs": 1, "threads": 1, "run_dir": str(tmp_path / "run")}
+    torch.set_num_threads(2)
+    tiny.run(cfg)
+    assert torch.get_num_threads() == 1
+    items = load_checkpoint(tmp_path / "run" / "last.pt")["fingerprint_items"]
+    assert items["threads"] == 1
+    other, _, _ = tiny.run({**cfg, "threads": 2})
+    assert other.resume_info.startswith("fresh start:") and "threads" in other.resume_info
+    with pytest.raises(PoseDataError, match="threads"):
+        TrainConfig.from_params({**BASE, "threads": 0})
