@@ -174,6 +174,21 @@ def test_predict_hourglass_folder_matches_library(tiny, tmp_path):
     np.testing.assert_allclose(got, ref, atol=1e-6)
 
 
+def test_predict_hourglass_center_and_scale_use_the_mpii_crop(tiny, tmp_path):
+    """``--center X Y --scale S`` crops as MPII's evaluation does (centre 15·S lower, box 200·1.25·S): the same
+    keypoints as the library's MPII path on a record with that objpos and scale."""
+    out = tmp_path / "out"
+    assert main(["predict", str(tiny / "images" / "000.png"), "--model", str(tiny / "hourglass.pt"), "--out",
+                 str(out), "--input-res", "64", "--center", "40", "30", "--scale", "0.3", "--quiet"]) == 0
+    got = np.asarray(json.loads((out / "000_predictions.json").read_text())[0]["keypoints"]).reshape(16, 3)[:, :2]
+    from pose.checkpoint import load_model
+    from pose.predict.single_person import predict_mpii
+
+    rec = {"img_paths": "000.png", "objpos": [41.0, 31.0], "scale_provided": 0.3}
+    model, _ = load_model(tiny / "hourglass.pt")
+    np.testing.assert_allclose(got, predict_mpii(model, [rec], tiny / "images", 64)[0], atol=1e-6)
+
+
 def test_predict_openpose_video_track_smooth_real_arch(tiny, tmp_path):
     out = tmp_path / "out"
     assert main(["predict", str(tiny / "clip.avi"), "--model", str(tiny / "openpose.pt"), "--out", str(out),

@@ -65,7 +65,7 @@ class CropPredictor:
             c = np.array([(w - 1) / 2.0, (h - 1) / 2.0]) if o.center is None else np.asarray(o.center, np.float64)
             return c, float(max(w, h))
         c0 = [(w - 1) / 2.0, (h - 1) / 2.0] if o.center is None else list(o.center)
-        cs, ss = crop_center_scale(np.array([[c0[0] + 1.0, c0[1] + 1.0]]), np.array([float(o.scale)]))
+        cs, ss = crop_center_scale([{"objpos": [c0[0] + 1.0, c0[1] + 1.0], "scale_provided": float(o.scale)}])
         return cs[0], float(BOX_PER_SCALE * ss[0])
 
     def __call__(self, image: np.ndarray) -> list:
