@@ -48,3 +48,13 @@ def path_settings(params: dict[str, Any] | None = None) -> Any:
 
     section = (params if params is not None else load_params()).get("paths")
     return from_mapping(PathSettings, section, params_source(), "paths")
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """``params[name]``, or a :class:`~pose.io.PoseDataError` naming the params file when the section is missing
+    or not a mapping (flows that read several sections load the whole file, then take each with this)."""
+    value = params.get(name)
+    if not isinstance(value, dict):
+        problem = "missing section" if value is None else f"must be a mapping, got {type(value).__name__}"
+        raise PoseDataError(PARAMS_FILE, problem, field=name)
+    return value

@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows._main import run_flow
-from flows._params import load_params, params_source, path_settings
+from flows._params import load_params, params_source, path_settings, section
 from pose.recipes.openpose import STAGES, STEPS, OpenPoseSettings
 from tasks.openpose import draw_openpose_predictions, evaluate_openpose
 
@@ -20,8 +20,8 @@ from tasks.openpose import draw_openpose_predictions, evaluate_openpose
 @flow(name="eval_coco")
 def eval_coco(params: dict | None = None) -> dict:
     p = params or load_params()
-    paths, coco = path_settings(p), p["coco"]
-    evaluation = OpenPoseSettings.from_params(p["openpose"], params_source()).eval
+    paths, coco = path_settings(p), section(p, "coco")
+    evaluation = OpenPoseSettings.from_params(section(p, "openpose"), params_source()).eval
     out = {}
     for step in STEPS:
         model = paths.model(STAGES[step])

@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows._main import run_flow
-from flows._params import load_params, params_source, path_settings
+from flows._params import load_params, params_source, path_settings, section
 from pose.evaluation.pckh import format_table
 from pose.recipes.fpd import ROLES, STAGES, FpdSettings, MpiiEvalFiles, MpiiPaths
 from tasks.fpd import evaluate_mpii
@@ -28,8 +28,8 @@ def eval_mpii(params: dict | None = None) -> dict:
                           curve_dir=str(plots / "pckh"), curve_png=str(plots / "pckh_curve.png"),
                           grid_png=str(plots / "mpii_predictions.png"))
     models = {role: paths.model(STAGES[role]) for role in ROLES}
-    results = evaluate_mpii(models, MpiiPaths.from_params(p["mpii"], source), FpdSettings.from_params(p["fpd"], source),
-                            files)
+    results = evaluate_mpii(models, MpiiPaths.from_params(section(p, "mpii"), source),
+                            FpdSettings.from_params(section(p, "fpd"), source), files)
     print(format_table(results))
     return json.loads(json.dumps(results, default=str))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows._main import run_flow
-from flows._params import load_params, params_source, path_settings
+from flows._params import load_params, params_source, path_settings, section
 from pose.recipes.openpose import STAGES, STEPS, OpenPoseSettings
 from tasks.openpose import export_openpose_model
 
@@ -18,8 +18,8 @@ from tasks.openpose import export_openpose_model
 @flow(name="export_openpose")
 def export_openpose(params: dict | None = None) -> dict:
     p = params or load_params()
-    paths, coco = path_settings(p), p["coco"]
-    settings = OpenPoseSettings.from_params(p["openpose"], params_source())
+    paths, coco = path_settings(p), section(p, "coco")
+    settings = OpenPoseSettings.from_params(section(p, "openpose"), params_source())
     m = export_openpose_model(paths.model(STAGES[STEPS[-1]]), str(Path(paths.models) / "export_openpose"),
                               coco["val_subset_out"], coco["val_images"], settings.eval, settings.export,
                               str(Path(paths.metrics) / "export_openpose.json"))

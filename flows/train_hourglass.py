@@ -14,7 +14,7 @@ import json
 from prefect import flow
 
 from flows._main import run_stage, training_line
-from flows._params import load_params, params_source, path_settings
+from flows._params import load_params, params_source, path_settings, section
 from pose.recipes.common import StageFiles
 from pose.recipes.fpd import DISTILLED, ROLES, STAGES, FpdRun, FpdSettings, MpiiPaths
 from tasks.fpd import train_hourglass_role
@@ -26,8 +26,8 @@ def train_hourglass(role: str = "teacher", params: dict | None = None) -> dict:
     p = params or load_params()
     paths, source = path_settings(p), params_source()
     teacher = paths.model(STAGES["teacher"]) if role in DISTILLED else None
-    run = FpdRun(settings=FpdSettings.from_params(p["fpd"], source), role=role,
-                 data=MpiiPaths.from_params(p["mpii"], source),
+    run = FpdRun(settings=FpdSettings.from_params(section(p, "fpd"), source), role=role,
+                 data=MpiiPaths.from_params(section(p, "mpii"), source),
                  files=StageFiles.of(paths, STAGES[role], "fpd_train"), teacher=teacher, source=source)
     summary = train_hourglass_role(run)
     print(training_line(f"train_hourglass {role}", summary))

@@ -14,7 +14,7 @@ import json
 from prefect import flow
 
 from flows._main import run_stage, training_line
-from flows._params import load_params, params_source, path_settings
+from flows._params import load_params, params_source, path_settings, section
 from pose.recipes.common import StageFiles
 from pose.recipes.openpose import STAGES, STEPS, CocoTrainData, OpenPoseRun, OpenPoseSettings
 from tasks.openpose import train_openpose_step
@@ -25,11 +25,12 @@ from tasks.openpose import train_openpose_step
 def train_openpose(step: str = "step1", params: dict | None = None) -> dict:
     p = params or load_params()
     source = params_source()
-    settings = OpenPoseSettings.from_params(p["openpose"], source)
+    settings = OpenPoseSettings.from_params(section(p, "openpose"), source)
     index = STEPS.index(step)
     init = settings.imagenet_weights if index == 0 else path_settings(p).model(STAGES[STEPS[index - 1]])
+    data = CocoTrainData.from_params(section(p, "coco"), source)
     summary = train_openpose_step(OpenPoseRun(
-        settings=settings, step=step, data=CocoTrainData.from_params(p["coco"], source), init=init, source=source,
+        settings=settings, step=step, data=data, init=init, source=source,
         files=StageFiles.of(path_settings(p), STAGES[step], "openpose_train")))
     print(training_line(f"train_openpose {step}", summary))
     init_info = summary.get("init") or {}

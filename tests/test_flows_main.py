@@ -136,6 +136,19 @@ def test_load_params_missing_section_names_file_and_section(tmp_path) -> None:
     assert e.value.path == str(p) and e.value.field == "fpd" and "missing section(s) ['fpd']" in str(e.value)
 
 
+def test_section_of_the_whole_params_names_the_params_file(monkeypatch) -> None:
+    """Flows that read several sections load the whole file and take each with ``section``: a missing or
+    non-mapping section is bad input naming the params file, not a KeyError."""
+    import flows._params as fp
+
+    monkeypatch.setattr(fp, "PARAMS_FILE", fp.Path("custom.yaml"))
+    assert fp.section({"fpd": {"alpha": 0.5}}, "fpd") == {"alpha": 0.5}
+    for params, words in (({"coco": {}}, "missing section"), ({"fpd": [1]}, "must be a mapping")):
+        with pytest.raises(PoseDataError) as e:
+            fp.section(params, "fpd")
+        assert e.value.path == "custom.yaml" and e.value.field == "fpd" and words in str(e.value)
+
+
 def test_load_params_bad_yaml_is_bad_input(tmp_path) -> None:
     from flows._params import load_params
 
