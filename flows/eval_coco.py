@@ -2,7 +2,8 @@
 (docs/PROTOCOLS.md#coco-evaluation).
 
 Each model is evaluated as a 1-refinement-stage network (LWOP ``val.py``). Writes
-``<paths.metrics>/coco/<step>.json``, the COCO results ``<paths.predictions>/coco/<step>.json`` and
+``<paths.metrics>/coco/<step>.json`` (AP … AR), ``<paths.records>/coco/<step>.json`` (every figure, settings,
+timings), the COCO results ``<paths.predictions>/coco/<step>.json`` and
 ``<paths.plots>/coco_predictions_<step>.png`` (each step's poses).
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ def eval_coco(params: dict | None = None) -> dict:
         model = paths.model(STAGES[step])
         m = evaluate_openpose(model, coco["val_subset_out"], coco["val_images"], evaluation,
                               str(Path(paths.metrics) / "coco" / f"{step}.json"),
-                              str(Path(paths.predictions) / "coco" / f"{step}.json"))
+                              str(Path(paths.predictions) / "coco" / f"{step}.json"),
+                              str(Path(paths.records) / "coco" / f"{step}.json"))
         out[step] = m
         print(f"eval_coco {step}: AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  "
               f"APm {m['APm']:.3f}  APl {m['APl']:.3f}  AR {m['AR']:.3f}  ({m['images']} images)")

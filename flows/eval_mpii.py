@@ -2,7 +2,8 @@
 mean pose.
 
 Writes ``<paths.models>/eval_mpii/<model>.mat`` (``preds`` N×16×2, the reference's layout),
-``<paths.metrics>/mpii/<model>.json`` (Head … Ankle, Mean, params, GMACs), ``<paths.plots>/pckh/<model>.json``
+``<paths.metrics>/mpii/<model>.json`` (Head … Ankle, Mean), ``<paths.records>/mpii/<model>.json`` (every joint,
+the protocol, params, GMACs, the settings), ``<paths.plots>/pckh/<model>.json``
 (DVC plot), ``<paths.plots>/pckh_curve.png`` and ``<paths.plots>/mpii_predictions.png``.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ def eval_mpii(params: dict | None = None) -> dict:
     p = params or load_params()
     paths, source = path_settings(p), params_source()
     plots = Path(paths.plots)
-    files = MpiiEvalFiles(metrics_dir=str(Path(paths.metrics) / "mpii"), preds_dir=str(Path(paths.models) / "eval_mpii"),
+    files = MpiiEvalFiles(metrics_dir=str(Path(paths.metrics) / "mpii"), records_dir=str(Path(paths.records) / "mpii"),
+                          preds_dir=str(Path(paths.models) / "eval_mpii"),
                           curve_dir=str(plots / "pckh"), curve_png=str(plots / "pckh_curve.png"),
                           grid_png=str(plots / "mpii_predictions.png"))
     models = {role: paths.model(STAGES[role]) for role in ROLES}

@@ -1,7 +1,8 @@
 """``python -m flows.export_openpose``: step 3's model (1 refinement stage) to ONNX and OpenVINO IR
 (docs/MODELS.md#export-io), verified against torch (f32 max abs diff, identical poses through the same grouping)
-with per-backend latency. Files: ``<paths.models>/export_openpose/``; metrics:
-``<paths.metrics>/export_openpose.json``.
+and each file's AP on the val subset, with per-backend latency. Files: ``<paths.models>/export_openpose/``; metrics
+(AP, median ms): ``<paths.metrics>/export_openpose/<backend>.json``; the full record:
+``<paths.records>/export_openpose.json``.
 """
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ def export_openpose(params: dict | None = None) -> dict:
     settings = OpenPoseSettings.from_params(section(p, "openpose"), params_source())
     m = export_openpose_model(paths.model(STAGES[STEPS[-1]]), str(Path(paths.models) / "export_openpose"),
                               coco["val_subset_out"], coco["val_images"], settings.eval, settings.export,
-                              str(Path(paths.metrics) / "export_openpose.json"))
+                              str(Path(paths.records) / "export_openpose.json"),
+                              str(Path(paths.metrics) / "export_openpose"))
     print("export_openpose: max abs diff " + ", ".join(f"{k} {v:.2g}" for k, v in m["max_abs_diff"].items()))
     print("  poses: " + ", ".join(f"{k} {'equal' if v['poses_equal'] else 'DIFFERENT'} "
                                   f"({v['poses']}/{v['poses_torch']}, {v['max_keypoint_px_diff']:.2g} px)"
                                   for k, v in m["pose_equality"].items()))
+    print("  val AP: " + ", ".join(f"{k} {v['AP']:.3f}" for k, v in m["accuracy"].items()))
     if "latency_ms" in m:
         print("  latency ms: " + ", ".join(f"{k} {v['median_ms']:.1f}" for k, v in m["latency_ms"].items()))
     return m

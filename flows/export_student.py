@@ -1,6 +1,7 @@
 """``python -m flows.export_student``: the FPD student (the ``train_student_fpd`` stage's model) to ONNX and
-OpenVINO IR (``<paths.models>/export_student/``) through :func:`pose.export.export_model`, verified against PyTorch
-on real val crops, with per-backend latencies in ``<paths.metrics>/export_student.json``."""
+OpenVINO IR (``<paths.models>/export_student/``) at the size it was trained at, verified against PyTorch on real
+val crops and evaluated file by file on the val set. ``<paths.metrics>/export_student/<backend>.json``: PCKh Mean and
+median latency; ``<paths.records>/export_student.json``: parity, latencies, accuracy, the files' names."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,9 +21,12 @@ def export_student(params: dict | None = None) -> dict:
     settings = FpdSettings.from_params(section(p, "fpd"), source)
     m = export_hourglass_student(paths.model(STAGES["student_fpd"]), str(Path(paths.models) / "export_student"),
                                  MpiiPaths.from_params(section(p, "mpii"), source), settings.export,
-                                 str(Path(paths.metrics) / "export_student.json"))
+                                 str(Path(paths.records) / "export_student.json"),
+                                 str(Path(paths.metrics) / "export_student"))
     lat = ", ".join(f"{k} {v['median_ms']:.1f} ms" for k, v in m.get("latency_ms", {}).items())
-    print(f"export_student: max |diff| vs torch {m['max_abs_diff']}; latency {lat}")
+    acc = ", ".join(f"{k} {v['Mean']:.2f}" for k, v in m["accuracy"].items())
+    print(f"export_student: input {tuple(m['input_shape'])}; max |diff| vs torch {m['max_abs_diff']}")
+    print(f"  val PCKh Mean: {acc}; latency {lat}")
     return m
 
 

@@ -5,7 +5,7 @@ Roles: ``teacher`` (hg_s8_b1), ``student`` (hg_s2_b1 mobile, ground truth only),
 the frozen teacher, the teacher stage's model), ``student_fpd_unlabeled`` (FPD plus the unlabelled images). The
 stage writes ``<paths.models>/train_<role>/model.pt``, resumable state and DVCLive in ``<paths.runs>/train_<role>/``
 (rerunning continues an interrupted run) and the training summary in
-``<paths.metrics>/fpd_train/train_<role>.json``.
+``<paths.records>/fpd_train/train_<role>.json``.
 """
 from __future__ import annotations
 

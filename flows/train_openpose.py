@@ -5,7 +5,7 @@
 ``step3`` (3 refinement stages) from step 2's model by a partial load. The stage writes
 ``<paths.models>/openpose_<step>/model.pt``, resumable state and DVCLive in ``<paths.runs>/openpose_<step>/``
 (rerunning continues an interrupted run) and the training summary in
-``<paths.metrics>/openpose_train/openpose_<step>.json``.
+``<paths.records>/openpose_train/openpose_<step>.json``.
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from pose.io import PoseDataError
 
 __all__ = [
     "Backend", "TorchBackend", "OnnxBackend", "OpenVinoBackend", "as_runner", "to_raw_pixels", "RawPixelInput",
+    "FixedBatch",
 ]
 
 
@@ -120,6 +121,35 @@ class RawPixelInput:
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         return self.backend(to_raw_pixels(x, self.mean, self.scale))
+
+
+class FixedBatch:
+    """A backend whose model takes exactly ``batch`` images (a fixed-shape export) fed any batch size: the input is
+    cut into chunks of ``batch``, the last one padded with zeros, and the padding's outputs dropped."""
+
+    def __init__(self, backend: Any, batch: int):
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.backend, self.batch = backend, int(batch)
+        self.name = backend.name
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.backend.output_names
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        x = _check_input(x)
+        n, b = x.shape[0], self.batch
+        if n == b:
+            return self.backend(x)
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, n, b):
+            chunk = x[start:start + b]
+            if chunk.shape[0] < b:
+                pad = np.zeros((b - chunk.shape[0], *chunk.shape[1:]), np.float32)
+                chunk = np.concatenate([chunk, pad])
+            parts.append([o[:min(b, n - start)] for o in self.backend(chunk)])
+        return [np.concatenate(outs) for outs in zip(*parts)]
 
 
 def _require_file(path: Path, what: str) -> None:

@@ -24,114 +24,29 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from pose.export import ExportSettings
-from pose.families import FAMILIES, Family, family_of_outputs
+from pose import model_file
+from pose.codecs.heatmap import DECODE_METHODS
+from pose.families import FAMILIES
 from pose.families import family as family_named
 from pose.io import PoseDataError, write_json
+from pose.model_file import OpenedModel
 from pose.predict.options import EvalOptions, PredictOptions
+from pose.predict.pose import confidence, select_poses
 
+PREDICT_OUT = "pose_out"
 BACKENDS = ("torch", "torch_cl", "onnxruntime", "openvino_f32", "openvino")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-Runner = Callable[[np.ndarray], list]
 
 
 # ======================================================================================================== models
-@dataclass
-class OpenedModel:
-    """A model file opened for inference: ``runner`` maps a normalised N×3×H×W float32 batch to its outputs."""
-
-    path: Path
-    family: Family
-    backend: Any                       # a pose.backends Backend
-    input_shape: tuple | None = None   # static input shape of an exported model (None: any)
-    raw_pixels: bool = False           # IR with the family's normalisation folded in: fed raw pixels
-    module: Any = None                 # the torch module, for .pt files
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def runner(self) -> Runner:
-        if not self.raw_pixels:
-            return self.backend
-        from pose.backends import RawPixelInput
-
-        inf = self.family.inference
-        return RawPixelInput(self.backend, inf.ir_mean, inf.ir_scale)
-
-
-def _ov_takes_raw_pixels(ov_backend: Any) -> bool:
-    """True when the IR's input feeds a folded normalisation (Subtract/Divide/Multiply) instead of a convolution."""
-    param = ov_backend.model.inputs[0]
-    consumers = {t.get_node().get_type_name() for t in param.get_target_inputs()}
-    return bool(consumers & {"Subtract", "Divide", "Multiply"}) and "Convolution" not in consumers
-
-
-def _static_shape(backend: Any) -> tuple | None:
-    if hasattr(backend, "session"):
-        shape = backend.session.get_inputs()[0].shape
-        return tuple(shape) if all(isinstance(d, int) for d in shape) else None
-    if hasattr(backend, "model") and hasattr(backend.model, "inputs"):
-        ps = backend.model.inputs[0].get_partial_shape()
-        return None if ps.is_dynamic else tuple(int(d) for d in backend.model.inputs[0].get_shape())
-    return None
-
-
 def open_model(path: str | os.PathLike, family: str | None = None, backend: str | None = None,
-               threads: int | None = None) -> OpenedModel:
-    """Open a checkpoint / ONNX / IR file with the requested backend (default: the file's natural one)."""
-    from pose import backends as B
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth"):
-        backend = backend or "torch"
-        if backend not in ("torch", "torch_cl"):
-            raise SystemExit(f"error: backend {backend!r} needs an exported model; run `pose export {path} --out "
-                             f"DIR` and pass DIR/model.onnx or DIR/model.xml")
-        from pose.checkpoint import extract_state_dict, infer_arch, load_model
-
-        module, ckpt = load_model(path)
-        arch = ckpt.get("arch") if isinstance(ckpt.get("arch"), dict) else infer_arch(extract_state_dict(ckpt)[0])
-        fam = family or (arch or {}).get("family")
-        be = B.TorchBackend(module, channels_last=backend == "torch_cl", threads=threads)
-        return OpenedModel(path, _check_family(fam, path), be, module=module, extra={"arch": arch})
-    if suffix == ".onnx":
-        backend = backend or "onnxruntime"
-        if backend == "onnxruntime":
-            be: Any = B.OnnxBackend(path, threads=threads)
-        elif backend in ("openvino_f32", "openvino"):
-            be = B.OpenVinoBackend(path, precision="f32" if backend == "openvino_f32" else "default",
-                                   threads=threads)
-        else:
-            raise SystemExit(f"error: backend {backend!r} cannot run an ONNX file (use onnxruntime or openvino)")
-    elif suffix == ".xml":
-        backend = backend or "openvino_f32"
-        if backend not in ("openvino_f32", "openvino"):
-            raise SystemExit(f"error: backend {backend!r} cannot run an OpenVINO IR (use openvino_f32 or openvino)")
-        be = B.OpenVinoBackend(path, precision="f32" if backend == "openvino_f32" else "default", threads=threads)
-    else:
-        raise PoseDataError(path, f"unknown model file type {suffix!r} (expected .pt, .onnx or .xml)")
-    found = family_of_outputs(be.output_names)
-    fam = family or (found.name if found else None)
-    raw = suffix == ".xml" and _ov_takes_raw_pixels(be)
-    return OpenedModel(path, _check_family(fam, path), be, input_shape=_static_shape(be), raw_pixels=raw)
-
-
-def _check_family(fam: str | None, path: Path) -> Family:
-    if fam is None:
-        raise PoseDataError(path, f"cannot tell the model family; pass --family {'|'.join(FAMILIES)}", field="family")
+               threads: int | None = None, device: str = "cpu") -> OpenedModel:
+    """:func:`pose.model_file.open_model`, a backend that cannot run the file being a usage error."""
     try:
-        return family_named(fam)
-    except ValueError as e:
-        raise PoseDataError(path, str(e), field="family") from None
-
-
-def _input_res(model: OpenedModel, requested: int | None) -> int:
-    if model.input_shape is not None:
-        res = int(model.input_shape[-1])
-        if requested not in (None, res):
-            raise SystemExit(f"error: {model.path} takes {res}×{res} inputs, not --input-res {requested}")
-        return res
-    return int(requested or 256)
+        return model_file.open_model(path, family, backend, threads, device)
+    except model_file.BadBackend as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 # ======================================================================================================== predict
@@ -220,20 +135,18 @@ def _draw(image: np.ndarray, keypoints: np.ndarray, skeleton: Any, threshold: fl
 
 
 def predict_options(model: OpenedModel, args: argparse.Namespace) -> PredictOptions:
-    """The predictor options of ``pose predict`` / ``pose eval`` (each family reads its own fields)."""
-    fields = {"input_res": _input_res(model, getattr(args, "input_res", None)),
-              "flip_test": bool(args.flip), "decode": args.decode}
+    """The predictor options of ``pose predict`` / ``pose eval``: what the model file records, each flag given on
+    the command line replacing its field (each family reads its own fields)."""
+    overrides = {"input_res": getattr(args, "input_res", None), "flip_test": getattr(args, "flip", None),
+                 "decode": getattr(args, "decode", None), "height": getattr(args, "height", None),
+                 "mode": getattr(args, "mode", None)}
     if getattr(args, "center", None) is not None:
-        fields["center"] = tuple(args.center)
-    if getattr(args, "scale", None) is not None:
-        fields["scale"] = float(args.scale)
-    if getattr(args, "height", None) is not None:
-        fields["height"] = int(args.height)
-    if getattr(args, "mode", None) is not None:
-        fields["mode"] = args.mode
-        if args.mode == "val":  # LWOP val.py: network input height 368
-            fields.setdefault("height", 368)
-    return PredictOptions(**fields)
+        overrides["center"] = tuple(args.center)
+    overrides["scale"] = getattr(args, "scale", None)
+    try:
+        return model.predict_options(**overrides)
+    except PoseDataError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -241,7 +154,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from pose.tracking import OneEuroFilter, PoseTracker
 
-    model = open_model(args.model, args.family, args.backend, args.threads)
+    model = open_model(args.model, args.family, args.backend, args.threads, args.device)
     fam = model.family
     source, out_dir = Path(args.source), Path(args.out)
     kind, frames, count, fps, size = _frames(source)
@@ -251,17 +164,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     video = _VideoOut(out_dir / f"{source.stem}_pose{args.video_ext}", fps, size) if is_video else None
     ok = False
     try:
-        predictor = fam.predictor(model.runner, predict_options(model, args))
+        options = predict_options(model, args)
+        if not args.quiet:
+            print(f"pose predict: {model.describe(options)}", file=sys.stderr)
+        predictor = fam.predictor(model.runner, options)
         # several people: OKS tracking (its One Euro filters follow the tracks); one person: one filter
         tracker = PoseTracker(fam.skeleton, smooth=args.smooth, **euro) \
             if fam.multi_person and (args.track or args.smooth) else None
         smoother = OneEuroFilter((fam.skeleton.num_keypoints, 2), **euro) \
             if not fam.multi_person and args.smooth else None
+        min_confidence = fam.min_confidence if args.min_confidence is None else args.min_confidence
         threshold = args.draw_threshold if args.draw_threshold is not None else fam.draw_threshold
         for image_id, name, image in tqdm(frames, total=count or None, desc="predict", unit="frame" if is_video else "img",
                                     disable=count <= 1 or args.quiet):
             drawn = image
-            poses = predictor(image)
+            poses = select_poses(predictor(image), min_confidence, args.max_people)
             ids: list[int | None] = [None] * len(poses)
             if tracker is not None:
                 poses = tracker.update(poses)
@@ -270,6 +187,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if smoother is not None:
                     pose.keypoints[:, :2] = smoother(pose.keypoints[:, :2])
                 r = fam.result_record(image_id, pose)
+                r["raw_score"], r["score"] = r["score"], round(confidence(pose.keypoints), 4)  # the family's score, 0-1 one
                 if pid is not None:
                     r["track_id"] = int(pid)
                 results.append(r)
@@ -338,11 +256,12 @@ def _export_unverified(checkpoint: str, out_dir: str, family: str | None, input_
 
     model = open_model(checkpoint, family)
     inference = model.family.inference
-    shape = tuple(input_shape or inference.input_shape)
+    shape = export.export_shape(model.family, model.info, input_shape)
     input_name, names = export.io_names(model.family, len(TorchBackend(model.module)(np.zeros(shape, np.float32))))
     onnx_path, xml_path = Path(out_dir) / "model.onnx", Path(out_dir) / "model.xml"
-    export.export_onnx(model.module, onnx_path, shape, input_name, names, dynamic_hw=inference.dynamic_hw)
-    export.export_openvino(onnx_path, xml_path, mean=inference.ir_mean, scale=inference.ir_scale)
+    export.export_onnx(model.module, onnx_path, shape, input_name, names, dynamic_hw=inference.dynamic_hw,
+                       info=model.info)
+    export.export_openvino(onnx_path, xml_path, mean=inference.ir_mean, scale=inference.ir_scale, info=model.info)
     return {"family": model.family.name, "input_shape": list(shape), "output_names": names, "verified": False,
             "files": {"onnx": str(onnx_path), "openvino_xml": str(xml_path),
                       "openvino_bin": str(xml_path.with_suffix(".bin"))}}
@@ -384,6 +303,16 @@ def _bench_backends(model_path: Path, family: str | None, names: Sequence[str], 
     return fam or "unknown", opened, skipped
 
 
+def _bench_shape(model_path: Path, family: str, requested: tuple | None) -> tuple[int, ...]:
+    """``--input-shape``, else the shape the model is exported at (:func:`pose.export.export_shape`)."""
+    from pose import model_info
+    from pose.export import export_shape
+
+    if family not in FAMILIES:
+        return tuple(requested or (1, 3, 256, 256))
+    return export_shape(family_named(family), model_info.read(model_path), requested)
+
+
 def _precision(name: str, backend: Any) -> str:
     if name == "openvino":
         return str(getattr(backend, "inference_precision", "default"))
@@ -410,8 +339,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pose-bench-") as tmp:
         family, opened, skipped = _bench_backends(model_path, args.family, names, args.threads, args.input_shape,
                                                   Path(tmp))
-        shape = tuple(args.input_shape or (family_named(family).inference.input_shape if family in FAMILIES
-                                           else (1, 3, 256, 256)))
+        shape = _bench_shape(model_path, family, args.input_shape)
         rows = []
         for name, be in opened:
             lat = measure_latency(be, shape, warmup=args.warmup, runs=args.runs)
@@ -429,13 +357,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 # ======================================================================================================== eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    model = open_model(args.model, args.family, args.backend, args.threads)
+    model = open_model(args.model, args.family, args.backend, args.threads, args.device)
+    predict = predict_options(model, args)
     options = EvalOptions(dataset=Path(args.dataset), images=Path(args.images) if args.images else None,
-                          gt=Path(args.gt) if args.gt else None, predict=predict_options(model, args),
+                          gt=Path(args.gt) if args.gt else None, predict=predict,
                           batch_size=args.batch_size, progress=not args.quiet,
                           preds_out=Path(args.preds_mat or args.results) if (args.preds_mat or args.results) else None)
     result, table = model.family.evaluate(model.runner, options)
     print(f"pose eval: {model.path} ({model.family.name}, {model.backend.name}) on {args.dataset}")
+    print(f"  {model.describe(predict)}")
     print(table)
     if args.json:
         write_json(args.json, {"model": str(model.path), "family": model.family.name, "dataset": str(args.dataset),
@@ -463,24 +393,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="image file, folder of images, or video file")
     p.add_argument("--model", required=True, help="checkpoint (.pt), ONNX (.onnx) or OpenVINO IR (.xml)")
     _add_model_args(p)
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--out", default=PREDICT_OUT,
+                   help=f"output folder (default: {PREDICT_OUT}; the pipeline's own results are in predictions/)")
+    p.add_argument("--min-confidence", type=float,
+                   help="keep poses whose confidence (0-1: mean keypoint peak, missing keypoints 0) is at least this "
+                        "(default: the family's; openpose 0.2 drops fragments of a few keypoints, hourglass 0)")
+    p.add_argument("--max-people", type=int, default=None, help="keep at most this many poses per image, most "
+                                                                 "confident first (default: no limit)")
+    p.add_argument("--device", default="cpu", help="torch device for .pt models: cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--json", help="results JSON path (default: OUT/<source stem>_predictions.json)")
     p.add_argument("--track", action="store_true", help="video: assign person ids across frames (openpose)")
     p.add_argument("--smooth", action="store_true", help="video: One Euro smoothing of the keypoints")
     p.add_argument("--smooth-freq", type=float, default=15.0, help="One Euro frequency (default 15)")
     p.add_argument("--smooth-mincutoff", type=float, default=1.0, help="One Euro min cutoff (default 1)")
     p.add_argument("--smooth-beta", type=float, default=0.05, help="One Euro beta (default 0.05)")
-    p.add_argument("--height", type=int, default=PredictOptions.height,
-                   help=f"openpose: network input height (demo path, {PredictOptions.height})")
-    p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else 256)")
+    p.add_argument("--height", type=int, help="openpose: network input height (default: the model's, else "
+                                              f"{PredictOptions.height})")
+    p.add_argument("--mode", choices=("val", "demo"), help="openpose: LWOP's val path (maps at image size) or demo "
+                                                          "path (maps x4); default: the model's, else demo")
+    p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else "
+                                                 f"{PredictOptions.input_res})")
     p.add_argument("--center", type=float, nargs=2, metavar=("X", "Y"),
                    help="hourglass: person centre in pixels (default: image centre)")
     p.add_argument("--scale", type=float,
                    help="hourglass: MPII scale (person height / 200 px); default: the whole image is the crop")
-    p.add_argument("--flip", action="store_true", help="hourglass: flip test")
-    p.add_argument("--decode", choices=("reference", "argmax_shift", "dark"), default=PredictOptions.decode,
-                   help="hourglass: heatmap decode (reference: FPD-U's, argmax ±0.25 and integer image coordinates; "
-                        "argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, help="hourglass: flip test (default: the model's)")
+    p.add_argument("--decode", choices=DECODE_METHODS,
+                   help="hourglass: heatmap decode (default: the model's; reference: FPD-U's, argmax ±0.25 and "
+                        "integer image coordinates; argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
     p.add_argument("--draw-threshold", type=float, help="draw keypoints whose score exceeds this")
     p.add_argument("--video-ext", default=".mp4", choices=(".mp4", ".avi"), help="video output container")
     p.add_argument("--no-images", action="store_true", help="write only the JSON for image inputs")
@@ -523,16 +463,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="image folder (default: guessed beside the dataset file)")
     p.add_argument("--gt", help="hourglass: protocol .mat (default: gt_val.mat / detections_our_format.mat beside "
                                 "the dataset)")
-    p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else 256)")
-    p.add_argument("--flip", action="store_true", help="hourglass: flip test")
-    p.add_argument("--decode", choices=("reference", "argmax_shift", "dark"), default=PredictOptions.decode,
-                   help="hourglass: heatmap decode (reference: FPD-U's, argmax ±0.25 and integer image coordinates; "
-                        "argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
+    p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else "
+                                                 f"{PredictOptions.input_res})")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, help="hourglass: flip test (default: the model's)")
+    p.add_argument("--decode", choices=DECODE_METHODS,
+                   help="hourglass: heatmap decode (default: the model's; reference: FPD-U's, argmax ±0.25 and "
+                        "integer image coordinates; argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
     p.add_argument("--batch-size", type=int, default=EvalOptions.batch_size, help="hourglass: batch size")
     p.add_argument("--preds-mat", help="hourglass: also write the predictions .mat (1-based)")
-    p.add_argument("--mode", choices=("val", "demo"), default="val",
-                   help="openpose: LWOP val path (height 368, maps ×8) or demo path (256, ×4)")
+    p.add_argument("--height", type=int, help="openpose: network input height (default: the model's, else "
+                                              f"{PredictOptions.height})")
+    p.add_argument("--mode", choices=("val", "demo"), help="openpose: LWOP's val path (maps at image size) or demo "
+                                                          "path (maps x4); default: the model's, else demo")
     p.add_argument("--results", help="openpose: also write the COCO results json")
+    p.add_argument("--device", default="cpu", help="torch device for .pt models: cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--json", help="write the metrics here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_args(p)

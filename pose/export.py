@@ -27,27 +27,47 @@ from torch import nn
 from pose.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend, to_raw_pixels
 from pose.families import Family, Inference, family_of_module
 from pose.families import family as family_named
+from pose import model_info
 from pose.io import PoseDataError, atomic_path
+from pose.model_info import ModelInfo
 
 __all__ = [
-    "ExportSettings", "ParityError", "io_names", "export_onnx", "export_openvino", "verify", "measure_latency",
-    "export_model",
+    "ExportSettings", "ParityError", "io_names", "export_shape", "export_onnx", "export_openvino", "verify",
+    "measure_latency", "export_model",
 ]
+
 
 @dataclass(frozen=True)
 class ExportSettings:
     """What an export does besides writing the files; the defaults of :func:`export_model` too."""
 
-    input_shape: tuple[int, int, int, int] | None = None  # ONNX / IR trace and latency shape; None: the family's
+    input_shape: tuple[int, int, int, int] | None = None  # ONNX / IR trace and latency shape; None: export_shape()
     verify_inputs: int = 4           # real val inputs an export stage runs through every backend for parity
     atol: float = 1e-4               # f32 max abs difference allowed against torch
     latency_runs: int = 20
     latency_warmup: int = 5
     threads: int | None = None       # every runtime's intra-op threads; None: the runtimes' defaults
+    # the largest drop of the family's headline metric (PCKh Mean points, AP) an f32 export may show against torch
+    # on the val set; None: measured and reported, not enforced
+    max_accuracy_drop: float | None = None
 
 
 class ParityError(AssertionError):
     """An exported model's outputs differ from the reference by more than the allowed bound."""
+
+
+class ExportAccuracyError(ParityError):
+    """An exported model scores differently from its checkpoint on the val set by more than the allowed bound."""
+
+
+def export_shape(family: Family, info: ModelInfo | None, requested: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The export shape: ``requested``, else a fixed-size family's recorded training size (a model runs at the size
+    it was trained at), else the family's default shape."""
+    if requested is not None:
+        return tuple(int(v) for v in requested)
+    if info is not None and not family.inference.dynamic_hw:
+        return (1, 3, *info.input_size)
+    return tuple(family.inference.input_shape)
 
 
 def io_names(family: Family | str, num_outputs: int) -> tuple[str, list[str]]:
@@ -57,10 +77,12 @@ def io_names(family: Family | str, num_outputs: int) -> tuple[str, list[str]]:
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int], input_name: str,
-                output_names: Sequence[str], dynamic_hw: bool = False, opset: int = 17) -> Path:
+                output_names: Sequence[str], dynamic_hw: bool = False, opset: int = 17,
+                info: ModelInfo | None = None) -> Path:
     """Export ``model`` to ONNX with the TorchScript exporter (``dynamo=False``: one self-contained file, no
-    onnxscript), check it with ``onnx.checker`` and that its inputs/outputs carry the given names, then move it into
-    place. On any failure nothing is left at ``path``."""
+    onnxscript), check it with ``onnx.checker`` and that its inputs/outputs carry the given names, record ``info``
+    in its metadata (:mod:`pose.model_info`), then move it into place. On any failure nothing is left at
+    ``path``."""
     import onnx
 
     path = Path(path)
@@ -88,6 +110,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
                 raise ValueError(f"exported ONNX has inputs {got_in} and outputs {got_out}; expected "
                                  f"[{input_name!r}] and {output_names} (does the model return "
                                  f"{len(output_names)} outputs?)")
+            if info is not None:
+                model_info.write_onnx(tmp, info)
             os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is meant to be shared
     finally:
         model.train(was_training)
@@ -100,10 +124,10 @@ def _as_channel_values(v: float | Sequence[float]) -> list[float]:
 
 def export_openvino(onnx_path: str | os.PathLike, xml_path: str | os.PathLike,
                     mean: float | Sequence[float] | None = None,
-                    scale: float | Sequence[float] | None = None) -> Path:
+                    scale: float | Sequence[float] | None = None, info: ModelInfo | None = None) -> Path:
     """Convert an ONNX file to OpenVINO IR (f32 weights), optionally folding ``(x - mean) / scale`` into the
-    graph so the IR takes raw pixels. ``.xml`` and ``.bin`` are written into a temporary directory and moved into
-    place together; on failure neither is left behind."""
+    graph so the IR takes raw pixels, and recording ``info`` (:mod:`pose.model_info`). ``.xml`` and ``.bin`` are
+    written into a temporary directory and moved into place together; on failure neither is left behind."""
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
 
@@ -124,6 +148,8 @@ def export_openvino(onnx_path: str | os.PathLike, xml_path: str | os.PathLike,
         if scale is not None:
             steps.scale(_as_channel_values(scale))
         model = ppp.build()
+    if info is not None:
+        model_info.set_ir(model, info)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{xml_path.stem}.", suffix=".tmp", dir=xml_path.parent))
     moved_bin = False
@@ -226,15 +252,17 @@ def export_model(checkpoint_or_model: str | os.PathLike | nn.Module, out_dir: st
                  family: str | None = None, input_shape: Sequence[int] | None = None,
                  verify_inputs: Sequence[np.ndarray] | None = None, *, atol: float = ExportSettings.atol,
                  latency_runs: int = ExportSettings.latency_runs, latency_warmup: int = ExportSettings.latency_warmup,
-                 threads: int | None = None, opset: int = 17) -> dict[str, Any]:
+                 threads: int | None = None, opset: int = 17, info: ModelInfo | None = None) -> dict[str, Any]:
     """Export a model (our checkpoint file or an ``nn.Module``) to ``out_dir/model.onnx`` and
     ``out_dir/model.xml``/``.bin``, verify both against eager torch, measure latencies, return the metrics.
 
     Parity: onnxruntime and OpenVINO forced to f32 must be within ``atol`` (max abs, default 1e-4) or
     :class:`ParityError` is raised; OpenVINO at its default precision (bf16 where the CPU has it) is reported
     only. ``verify_inputs`` are normalised model inputs (what torch takes); the IR of a family with folded
-    preprocessing is fed ``x * scale + mean``. ``family`` defaults to the model's type. ``latency_runs=0``
-    skips timing. ``threads`` pins every runtime's thread count (torch's globally).
+    preprocessing is fed ``x * scale + mean``. ``family`` defaults to the model's type. ``info``: the model's
+    record (:mod:`pose.model_info`; read from a checkpoint file when not given), written into both files; its
+    training input size is the default ``input_shape`` of fixed-size families (:func:`export_shape`).
+    ``latency_runs=0`` skips timing. ``threads`` pins every runtime's thread count (torch's globally).
 
     The files are written and verified in a temporary directory inside ``out_dir`` and moved into place only when
     parity holds, so a failed export leaves no model files behind.
@@ -242,14 +270,16 @@ def export_model(checkpoint_or_model: str | os.PathLike | nn.Module, out_dir: st
     if isinstance(checkpoint_or_model, nn.Module):
         model = checkpoint_or_model
     else:
-        from pose.checkpoint import load_model
+        from pose.model_file import load_torch
 
-        model, _ = load_model(checkpoint_or_model)  # reference layouts have no 'arch': the model type tells
+        # the network the file records to run (reference layouts have no 'arch': the model type tells)
+        model, _, recorded = load_torch(checkpoint_or_model)
+        info = info or recorded
     fam = family_named(family) if family else family_of_module(model)
     if fam is None:
         raise ValueError(f"cannot tell the family of a {type(model).__name__}; pass family=")
     inference = fam.inference
-    input_shape = tuple(int(v) for v in (input_shape or inference.input_shape))
+    input_shape = export_shape(fam, info, input_shape)
     dynamic_hw, mean, scale = inference.dynamic_hw, inference.ir_mean, inference.ir_scale
     model = model.eval()
 
@@ -263,8 +293,8 @@ def export_model(checkpoint_or_model: str | os.PathLike | nn.Module, out_dir: st
     work = Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out_dir))
     try:
         onnx_tmp = export_onnx(model, work / "model.onnx", input_shape, input_name, output_names,
-                               dynamic_hw=dynamic_hw, opset=opset)
-        xml_tmp = export_openvino(onnx_tmp, work / "model.xml", mean=mean, scale=scale)
+                               dynamic_hw=dynamic_hw, opset=opset, info=info)
+        xml_tmp = export_openvino(onnx_tmp, work / "model.xml", mean=mean, scale=scale, info=info)
         inputs = list(verify_inputs) if verify_inputs is not None else _default_verify_inputs(inference, input_shape)
         raw_inputs = [to_raw_pixels(x, mean, scale) for x in inputs] if inference.folds_normalisation else inputs
         # sessions hold the models in memory, so the files can be moved once parity is established
@@ -288,6 +318,7 @@ def export_model(checkpoint_or_model: str | os.PathLike | nn.Module, out_dir: st
     metrics: dict[str, Any] = {
         "family": fam.name, "input_shape": list(input_shape), "input_name": input_name,
         "output_names": output_names, "dynamic_hw": dynamic_hw,
+        "model_info": info.to_record() if info is not None else None,
         "preprocessing_in_ir": {"mean": mean, "scale": scale},
         "files": {"onnx": str(onnx_path), "openvino_xml": str(xml_path), "openvino_bin": str(bin_path)},
         "max_abs_diff": {k: v["max_abs_diff_all"] for k, v in parity.items()},

@@ -86,3 +86,102 @@ def contact_sheet(images: Sequence[np.ndarray], cols: int, cell_size: tuple[int,
             cv2.putText(sheet, str(labels[i]), (x0 + 3, y0 + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                         (255, 255, 255), 1, cv2.LINE_AA)
     return sheet
+
+
+# ------------------------------------------------------------------------------------------------------ labels
+LABEL_BG = (24, 24, 24)
+TEXT_COLOR = (255, 255, 255)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def put_outlined_text(image: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.4,
+                      color: tuple[int, int, int] = TEXT_COLOR) -> None:
+    """Write ``text`` in place with a black outline, legible on any background (``org``: baseline left)."""
+    cv2.putText(image, text, org, _FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, org, _FONT, scale, color, 1, cv2.LINE_AA)
+
+
+def label_band(image: np.ndarray, text: str, height: int = 18, scale: float = 0.4) -> np.ndarray:
+    """``image`` with a dark band of ``height`` px above it holding ``text``: a label that hides no pixel of the
+    image (contact_sheet's labels are written over the picture)."""
+    band = np.full((height, image.shape[1], 3), LABEL_BG, np.uint8)
+    cv2.putText(band, text, (4, height - 5), _FONT, scale, TEXT_COLOR, 1, cv2.LINE_AA)
+    return np.concatenate([band, image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)], axis=0)
+
+
+# ------------------------------------------------------------------------------------------------------ poses
+def draw_pose_score(image: np.ndarray, keypoints: np.ndarray, score: float, fmt: str = "{:.3g}",
+                    scale: float = 0.35) -> np.ndarray:
+    """Write ``score`` in place just above the top-left corner of the found keypoints' box (x < 0 marks a
+    missing keypoint, as in :class:`pose.predict.pose.Pose`), kept inside the image. Returns ``image``."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    found = (kp[:, 0] >= 0) & np.isfinite(kp[:, :2]).all(1)
+    if not found.any():
+        return image
+    text = fmt.format(float(score))
+    (tw, th), _ = cv2.getTextSize(text, _FONT, scale, 1)
+    h, w = image.shape[:2]
+    x = int(np.clip(round(kp[found, 0].min()), 1, max(1, w - tw - 1)))
+    y = int(np.clip(round(kp[found, 1].min()) - 4, th + 1, h - 2))
+    put_outlined_text(image, text, (x, y), scale)
+    return image
+
+
+def draw_poses(image: np.ndarray, poses: Sequence, skeleton: Skeleton, scores: bool = True,
+               radius: float = 2.5, thickness: int = 2) -> np.ndarray:
+    """A copy of ``image`` with every predicted pose (objects with ``keypoints`` (K, 3), x = -1 missing) drawn;
+    with ``scores`` each pose's 0–1 confidence (:func:`pose.predict.pose.confidence`, the score ``pose predict``
+    reports) is written at its top-left keypoint, after all skeletons so no limb covers a number."""
+    from pose.predict.pose import confidence
+
+    out = image.copy()
+    kps = []
+    for p in poses:
+        kp = np.asarray(p.keypoints, np.float64).copy()
+        kp[:, 2] = (kp[:, 0] >= 0).astype(np.float64)   # presence, not the keypoint score, decides drawing
+        out = draw_skeleton(out, kp, skeleton, radius=radius, thickness=thickness)
+        kps.append(kp)
+    if scores:
+        for p, kp in zip(poses, kps):
+            draw_pose_score(out, kp, confidence(p.keypoints), fmt="{:.2f}")
+    return out
+
+
+def coco_people(annotations: Sequence[dict]) -> list[dict]:
+    """The annotations drawn as ground-truth people: not crowd regions, at least one labelled keypoint."""
+    return [a for a in annotations if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+
+
+def coco_gt_keypoints(annotation: dict, width: float, height: float, skeleton: Skeleton | None = None) -> np.ndarray:
+    """One COCO annotation's keypoints as ``(K, 3)`` [x, y, labelled] in internal pixel coordinates (COCO − 0.5).
+
+    ``skeleton`` None or OpenPose-18: the training labels' conversion (:func:`pose.data.coco.coco_to_openpose18`:
+    OpenPose-18 order, the neck derived from the shoulders) so ground truth and prediction share one layout;
+    ``labelled`` is 1 for a labelled point inside the image (visible or occluded). COCO-17: the points as labelled.
+    """
+    from pose.data.coco import coco_to_openpose18   # lazy: pose.data imports this module
+    from pose.skeletons import COCO17, OPENPOSE18
+
+    kp17 = np.asarray(annotation["keypoints"], np.float64).reshape(COCO17.num_keypoints, 3)
+    if skeleton is not None and skeleton.name == COCO17.name:
+        out = kp17.copy()
+        out[:, :2] -= 0.5
+        out[:, 2] = (kp17[:, 2] > 0).astype(np.float64)
+        return out
+    if skeleton is not None and skeleton.name != OPENPOSE18.name:
+        raise ValueError(f"ground truth is drawn as coco17 or openpose18, not {skeleton.name!r}")
+    out = coco_to_openpose18(kp17[None], width, height)[0]
+    out[:, 2] = (out[:, 2] < 2).astype(np.float64)       # v' 2 = unlabelled or outside the image
+    return out
+
+
+def draw_coco_ground_truth(image: np.ndarray, annotations: Sequence[dict], skeleton: Skeleton,
+                           radius: float = 2.5, thickness: int = 2) -> np.ndarray:
+    """A copy of ``image`` with every ground-truth person of ``annotations`` (one image's COCO annotations, crowd
+    regions skipped) drawn in ``skeleton``'s layout (OpenPose-18 or COCO-17)."""
+    h, w = image.shape[:2]
+    out = image
+    for a in coco_people(annotations):
+        out = draw_skeleton(out, coco_gt_keypoints(a, w, h, skeleton), skeleton, threshold=0.5, radius=radius,
+                            thickness=thickness)
+    return out.copy() if out is image else out

@@ -14,5 +14,5 @@ def convert_coco_labels(annotations: str, images_dir: str, out_path: str, net_in
 
 
 @task(cache_policy=NO_CACHE)
-def make_coco_val_subset(annotations: str, n: int, seed: int, out_path: str) -> dict:
-    return coco.make_val_subset(annotations, n, seed, out_path)
+def make_coco_val_subset(annotations: str, n: int, seed: int, out_path: str, images_dir: str | None = None) -> dict:
+    return coco.make_val_subset(annotations, n, seed, out_path, images_dir)

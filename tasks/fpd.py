@@ -24,5 +24,5 @@ def evaluate_mpii(models: Mapping[str, str], data: recipe.MpiiPaths, settings: r
 
 @task(cache_policy=NO_CACHE)
 def export_hourglass_student(model_path: str, out_dir: str, data: recipe.MpiiPaths, export: ExportSettings,
-                             metrics_path: str) -> dict[str, Any]:
-    return recipe.export_student(model_path, out_dir, data, export, metrics_path)
+                             record_path: str, metrics_dir: str) -> dict[str, Any]:
+    return recipe.export_student(model_path, out_dir, data, export, record_path, metrics_dir)

@@ -18,8 +18,9 @@ def train_openpose_step(run: recipe.OpenPoseRun) -> dict[str, Any]:
 
 @task(cache_policy=NO_CACHE)
 def evaluate_openpose(model_path: str, gt_json: str, images_dir: str, evaluation: recipe.OpenPoseEval,
-                      metrics_path: str, results_path: str) -> dict[str, Any]:
-    return recipe.evaluate_model(model_path, gt_json, images_dir, evaluation, metrics_path, results_path)
+                      metrics_path: str, results_path: str, record_path: str) -> dict[str, Any]:
+    return recipe.evaluate_model(model_path, gt_json, images_dir, evaluation, metrics_path, results_path,
+                                 record_path)
 
 
 @task(cache_policy=NO_CACHE)
@@ -31,5 +32,7 @@ def draw_openpose_predictions(model_path: str, gt_json: str, images_dir: str, ev
 
 @task(cache_policy=NO_CACHE)
 def export_openpose_model(model_path: str, out_dir: str, gt_json: str, images_dir: str,
-                          evaluation: recipe.OpenPoseEval, export: ExportSettings, metrics_path: str) -> dict[str, Any]:
-    return recipe.export_and_check(model_path, out_dir, gt_json, images_dir, evaluation, export, metrics_path)
+                          evaluation: recipe.OpenPoseEval, export: ExportSettings, record_path: str,
+                          metrics_dir: str) -> dict[str, Any]:
+    return recipe.export_and_check(model_path, out_dir, gt_json, images_dir, evaluation, export, record_path,
+                                   metrics_dir)

@@ -159,13 +159,15 @@ def test_eval_writes_mat_metrics_plots(trained, tmp_path):
     models = {r: str(root / "models" / f"{r}.pt") for r in ("student", "student_fpd")}
     sec = copy.deepcopy(SECTION)
     sec["eval"] = {"grid_images": 2}
-    out = fpd.MpiiEvalFiles(str(tmp_path / "metrics"), str(tmp_path / "preds"), str(tmp_path / "curves"),
-                            str(tmp_path / "curve.png"), str(tmp_path / "grid.png"))
+    out = fpd.MpiiEvalFiles(str(tmp_path / "metrics"), str(tmp_path / "records"), str(tmp_path / "preds"),
+                            str(tmp_path / "curves"), str(tmp_path / "curve.png"), str(tmp_path / "grid.png"))
     res = fpd.evaluate_models(models, paths, resolve(sec), out, thresholds=[0.0, 0.25, 0.5])
     assert set(res) == {"student", "student_fpd", "mean_pose"}
     for name in res:
-        m = read_json(tmp_path / "metrics" / f"{name}.json")
-        assert set(COLUMNS) <= set(m) and all(m[c] is None or 0.0 <= m[c] <= 100.0 for c in COLUMNS)
+        m = read_json(tmp_path / "metrics" / f"{name}.json")      # what people compare: the table's columns
+        assert list(m) == list(COLUMNS) and all(m[c] is None or 0.0 <= m[c] <= 100.0 for c in COLUMNS)
+        record = read_json(tmp_path / "records" / f"{name}.json")  # and everything else
+        assert record == res[name] and len(record["per_joint"]) == 16
         preds = scipy.io.loadmat(tmp_path / "preds" / f"{name}.mat")["preds"]
         assert preds.shape == (4, 16, 2)
     assert res["student"]["params_m"] == pytest.approx(2.305504, abs=1e-6)  # docs/MODELS.md#hourglass-sizes

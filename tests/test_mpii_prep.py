@@ -175,7 +175,10 @@ def test_prepare_mpii(mpii):
     out, link = mpii["tmp"] / "prepared" / "mpii", mpii["tmp"] / "data" / "mpii" / "images"
     summary = prepare_mpii(mpii["images"], mpii["ann"], mpii["gt"], link, out)
     assert summary["train"] == 3 and summary["val"] == 3 and summary["images"] == 6
-    assert sorted(os.listdir(out)) == ["gt_val.mat", "train.json", "val.json"]
+    assert sorted(os.listdir(out)) == ["dataset.json", "gt_val.mat", "train.json", "val.json"]
+    from pose.data.mpii import prepared_images
+
+    assert prepared_images(out / "val.json").resolve() == link.resolve()   # tools find the images like the stages
     val = json.loads((out / "val.json").read_text())
     assert [r["img_paths"] for r in val] == ["000000001.jpg", "000000003.jpg", "000000004.jpg"]
     assert val[0] == mpii["records"][1]                                       # records unchanged (1-based)

@@ -146,10 +146,11 @@ def test_resume_is_fingerprinted_by_init_weights(trained, tiny_coco):
 
 def test_eval_writes_coco_metrics_and_results(trained, tiny_coco, tmp_path):
     metrics_path, results_path = tmp_path / "m/step3.json", tmp_path / "p/step3.json"
+    record_path = tmp_path / "r/step3.json"
     m = R.evaluate_model(trained["step3"]["path"], tiny_coco["val"], tiny_coco["val_images"],
-                         settings(tiny_profile()).eval, metrics_path, results_path)
-    on_disk = json.loads(metrics_path.read_text())
-    assert on_disk == m
+                         settings(tiny_profile()).eval, metrics_path, results_path, record_path)
+    assert json.loads(record_path.read_text()) == m
+    assert json.loads(metrics_path.read_text()) == {k: m[k] for k in ("AP", "AP50", "AP75", "APm", "APl", "AR")}
     for key in ("AP", "AP50", "AP75", "APm", "APl", "AR"):
         assert isinstance(m[key], float) and -1.0 <= m[key] <= 1.0
     assert m["refinement_stages_evaluated"] == 1 and m["images"] == 3

@@ -18,7 +18,7 @@ import yaml
 from conftest import prefect_test_env
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_RESULTS = ("metrics/", "plots/")
+RUN_RESULTS = ("metrics/", "plots/", "records/")
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -81,7 +81,7 @@ def tiny_pipeline_params(params: dict) -> dict:
     fpd["train"].update(epochs=1, batch_size=4, checkpoint_every=1000, val_every=1)
     fpd["train"]["scheduler"] = {"name": "constant"}
     fpd["roles"] = {}
-    params["fpd"]["export"].update(input_shape=[1, 3, 64, 64], verify_inputs=1, latency_runs=2, latency_warmup=1)
+    params["fpd"]["export"].update(verify_inputs=1, latency_runs=2, latency_warmup=1)  # exported at the model's size
     params["fpd"]["eval"]["grid_images"] = 2
     op = params["openpose"]["profiles"]["sample"]
     op["data"]["input_size"] = 64
@@ -125,6 +125,10 @@ def test_whole_pipeline_reproduces_is_then_up_to_date_and_runs_an_experiment(rep
 
     shown = dvc(repo_copy, "metrics", "show", "--json", env=stage_env)
     assert shown.returncode == 0 and "metrics/mpii/teacher.json" in shown.stdout, shown.stdout + shown.stderr
+    table = dvc(repo_copy, "metrics", "show", env=stage_env)
+    widths = [len(line) for line in table.stdout.splitlines()]
+    assert table.returncode == 0 and 0 < max(widths) <= 200, table.stdout   # one readable row per file
+    _pipeline_models_evaluate_to_their_metrics(repo_copy, stage_env)
 
     again = dvc(repo_copy, "repro", env=stage_env)
     assert "Data and pipelines are up to date" in again.stdout, again.stdout + again.stderr
@@ -141,6 +145,45 @@ def test_whole_pipeline_reproduces_is_then_up_to_date_and_runs_an_experiment(rep
     table = dvc(repo_copy, "exp", "show", "--json", env=exp_env)
     assert table.returncode == 0, table.stderr
     assert 0.7 in list(_values_of(json.loads(table.stdout), "alpha")), table.stdout[:2000]
+    # the experiment's results are in the workspace: the diff against the baseline holds PCKh figures only
+    diff = dvc(repo_copy, "metrics", "diff", "--json", env=exp_env)
+    assert diff.returncode == 0, diff.stderr
+    changed = json.loads(diff.stdout)
+    assert changed and all(path.startswith("metrics/mpii/") for path in changed), changed
+    assert all(set(keys) <= set(MPII_COLUMNS) for keys in changed.values()), changed
+
+
+MPII_COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
+
+
+def _pose_eval(repo: Path, env: dict, model: str, dataset: str) -> dict:
+    """The README's `pose eval` line (no settings flags: they come from the model file) → its metrics."""
+    out = repo / "eval_out.json"
+    run = subprocess.run([str(VENV_BIN / "pose"), "eval", model, "--dataset", dataset, "--quiet", "--json", str(out)],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "recorded in the model file" in run.stdout, run.stdout     # it says which settings it used
+    return json.loads(out.read_text())["metrics"]
+
+
+def _pipeline_models_evaluate_to_their_metrics(repo: Path, env: dict) -> None:
+    """Every model the pipeline ships, opened as a user would, gives the figure in metrics/ (same size, decode,
+    refinement stages, units)."""
+    def metric(path: str, key: str) -> float:
+        return json.loads((repo / path).read_text())[key]
+
+    mpii_val = "data/prepared/mpii/val.json"
+    student = _pose_eval(repo, env, "models/train_student_fpd/model.pt", mpii_val)["Mean"]
+    assert student == pytest.approx(metric("metrics/mpii/student_fpd.json", "Mean"), abs=1e-3)
+    for backend, file in (("onnxruntime", "model.onnx"), ("openvino_f32", "model.xml")):
+        got = _pose_eval(repo, env, f"models/export_student/{file}", mpii_val)["Mean"]
+        assert got == pytest.approx(metric(f"metrics/export_student/{backend}.json", "Mean"), abs=1e-3)
+        assert got == pytest.approx(student, abs=0.1)     # the export runs at the size the model was trained at
+    coco_val = "data/prepared/coco/val_subset.json"
+    step3 = _pose_eval(repo, env, "models/openpose_step3/model.pt", coco_val)["AP"]
+    assert step3 == pytest.approx(metric("metrics/coco/step3.json", "AP"), abs=1e-6)
+    onnx = _pose_eval(repo, env, "models/export_openpose/model.onnx", coco_val)["AP"]
+    assert onnx == pytest.approx(metric("metrics/export_openpose/onnxruntime.json", "AP"), abs=1e-6)
 
 
 

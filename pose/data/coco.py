@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -320,8 +320,20 @@ def prepare_train_labels(coco_json_path: str | os.PathLike, images_dir: str | os
 # --------------------------------------------------------------------------------------------------------------
 # val subset (docs/PROTOCOLS.md#coco-labels)
 # --------------------------------------------------------------------------------------------------------------
-def make_val_subset(coco_json_path: str | os.PathLike, n: int, seed: int, out_path: str | os.PathLike) -> dict:
-    """Write a COCO json of ``min(n, available)`` images chosen like LWOP's ``make_val_subset.py``.
+IMAGES_INFO_KEY = "posepipe_images"   # in a written json's ``info``: its image folder, relative to the json
+
+
+def images_of(coco_json_path: str | os.PathLike, data: Mapping[str, Any]) -> Path | None:
+    """The image folder a json written by the project names in its ``info`` (``None`` when it names none)."""
+    rel = (data.get("info") or {}).get(IMAGES_INFO_KEY) if isinstance(data.get("info"), Mapping) else None
+    return Path(coco_json_path).parent / rel if isinstance(rel, str) else None
+
+
+def make_val_subset(coco_json_path: str | os.PathLike, n: int, seed: int, out_path: str | os.PathLike,
+                    images_dir: str | os.PathLike | None = None) -> dict:
+    """Write a COCO json of ``min(n, available)`` images chosen like LWOP's ``make_val_subset.py``; with
+    ``images_dir``, its ``info`` names the image folder (:data:`IMAGES_INFO_KEY`, relative to the json) so that
+    tools find the images as the stages do.
 
     ``random.seed(seed)`` + ``random.shuffle(range(len(images)))``, first ``n``: for the 5000 images of COCO
     val2017 this is exactly the reference subset. Images keep the shuffled order; annotations follow their
@@ -338,8 +350,11 @@ def make_val_subset(coco_json_path: str | os.PathLike, n: int, seed: int, out_pa
     for a in data["annotations"]:
         if a["image_id"] in by_image:
             by_image[a["image_id"]].append(a)
+    info = dict(data.get("info") or {})
+    if images_dir is not None:
+        info[IMAGES_INFO_KEY] = os.path.relpath(images_dir, Path(out_path).parent)
     subset = {
-        "info": data.get("info", {}),
+        "info": info,
         "licenses": data.get("licenses", []),
         "images": chosen,
         "annotations": [a for anns in by_image.values() for a in anns],

@@ -272,9 +272,24 @@ def ensure_image_link(source_dir: str | os.PathLike, link_path: str | os.PathLik
     return link_images(source_dir, link_path)
 
 
+MANIFEST = "dataset.json"   # in the prepared folder: its files and the image folder, relative to it
+
+
+def prepared_images(prepared_file: str | os.PathLike) -> Path | None:
+    """The image folder of a file in a prepared folder (its :data:`MANIFEST`), ``None`` without one."""
+    manifest = Path(prepared_file).parent / MANIFEST
+    if not manifest.is_file():
+        return None
+    images = read_json(manifest).get("images")
+    if not isinstance(images, str):
+        raise PoseDataError(manifest, f"must be a folder path, got {images!r}", field="images")
+    return manifest.parent / images
+
+
 def prepare_mpii(images: str | os.PathLike, annotations: str | os.PathLike, gt_val_mat: str | os.PathLike,
                  link: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
-    """Validate the MPII inputs, then write ``out_dir/{train.json, val.json, gt_val.mat}`` and the image link.
+    """Validate the MPII inputs, then write ``out_dir/{train.json, val.json, gt_val.mat}``, a manifest naming them
+    and the image folder (:data:`MANIFEST`, so tools find the images as the stages do) and the image link.
 
     Everything is checked before anything is written; ``out_dir`` is replaced as a whole (atomically), so a
     failure leaves the previous output (or none) in place.
@@ -292,6 +307,8 @@ def prepare_mpii(images: str | os.PathLike, annotations: str | os.PathLike, gt_v
         write_json(tmp / "train.json", [records[i] for i in train_idx])
         write_json(tmp / "val.json", [records[i] for i in val_idx])
         shutil.copyfile(gt_val_mat, tmp / "gt_val.mat")
+        write_json(tmp / MANIFEST, {"written_by": "posepipe mpii_prep", "train": "train.json", "val": "val.json",
+                                    "gt_val": "gt_val.mat", "images": os.path.relpath(link, out_dir)}, indent=2)
     link_images(images, link)
     return {"train": len(train_idx), "val": len(val_idx), "images": len({r["img_paths"] for r in records}),
             "out_dir": str(out_dir), "link": str(link)}

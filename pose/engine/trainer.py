@@ -324,7 +324,8 @@ class Trainer:
                  val_fn: ValFn | None = None, arch: dict | None = None, sampler: Sampler | None = None,
                  collate_fn: Callable | None = None, init_fn: Callable[[nn.Module], None] | None = None,
                  fingerprint_extra: Mapping[str, Any] | None = None,
-                 log_factory: Callable[[bool], "MetricsLog"] | None = None):
+                 log_factory: Callable[[bool], "MetricsLog"] | None = None,
+                 inference: Mapping[str, Any] | None = None):
         config.validate()
         self.model = model
         self.train_set = train_set
@@ -337,6 +338,7 @@ class Trainer:
         self.init_fn = init_fn
         self.fingerprint_extra = dict(fingerprint_extra or {})
         self.log_factory = log_factory
+        self.inference = dict(inference) if inference is not None else None  # saved in the model file
         self.resume_info = ""        # why the last fit() resumed / started fresh
 
     # -------------------------------------------------------------------------------------------- public
@@ -450,8 +452,9 @@ class Trainer:
         summary.update(step=st.step, steps_per_epoch=run.spe, resumed_from_step=resumed_from,
                        train_seconds=round(time.perf_counter() - t0, 3))
         if ctx.is_main and self.config.out_path:
+            extra = {"inference": self.inference} if self.inference is not None else {}
             save_model(self.config.out_path, run.model, self.arch, step=st.step,
-                       epoch=summary.get("epoch", st.epoch), metrics=summary)
+                       epoch=summary.get("epoch", st.epoch), metrics=summary, **extra)
         return summary
 
     def _prepare(self, ctx: DistContext) -> tuple["_Run", _State]:

@@ -29,11 +29,14 @@ class Inference:
     ``input_shape``: the default export / benchmark shape. ``dynamic_hw``: whether exported height and width stay
     free. ``ir_mean`` / ``ir_scale``: the input normalisation ``(x − mean) / scale`` that export folds into the
     OpenVINO IR (``None``: the IR takes normalised input, like the ONNX file). ``input_name``: the graph input.
+    ``normalisation``: what the family's predictors do to pixels before the network (recorded in model files and
+    checked on load, :mod:`pose.model_info`); JSON values only.
     """
 
     input_shape: tuple[int, int, int, int]
     dynamic_hw: bool
     input_name: str
+    normalisation: Mapping[str, Any]
     ir_mean: float | None = None
     ir_scale: float | None = None
 
@@ -58,6 +61,10 @@ class Family:
     - ``multi_person``: the predictor finds every person (bottom-up) rather than the one in a crop.
     - ``result_record(image_id, pose)``: one JSON record of ``pose predict``'s results.
     - ``draw_threshold``: keypoints with a score above it are drawn by default.
+    - ``min_confidence``: ``pose predict`` keeps poses whose 0–1 confidence reaches it by default.
+    - ``headline_metric``: the key of ``evaluate``'s metrics that ranks models (export accuracy checks compare it).
+    - ``predict_fields``: the :class:`~pose.predict.options.PredictOptions` fields its predictor reads (what a
+      model file records, :mod:`pose.model_info`).
     """
 
     name: str
@@ -73,6 +80,9 @@ class Family:
     multi_person: bool
     result_record: Callable[[Any, Any], dict]
     draw_threshold: float
+    min_confidence: float
+    headline_metric: str
+    predict_fields: tuple[str, ...]
 
     @classmethod
     def of(cls, module: ModuleType) -> "Family":

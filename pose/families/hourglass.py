@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from pose.data.mpii import MPII_MEAN_RGB
 from pose.families.base import Family, Inference, Runner
 from pose.models.hourglass import HourglassNet
 from pose.predict.options import EvalOptions, PredictOptions
@@ -20,10 +21,15 @@ from pose.skeletons import MPII16
 
 NAME = "hourglass"
 model_class = HourglassNet
-inference = Inference(input_shape=(1, 3, 256, 256), dynamic_hw=False, input_name="image")
+# RGB in [0, 1] minus the MPII mean, no std (FPD-U's; pose.data.mpii.MPII_MEAN_RGB)
+inference = Inference(input_shape=(1, 3, 256, 256), dynamic_hw=False, input_name="image",
+                      normalisation={"channels": "RGB", "divide": 255.0, "mean": list(MPII_MEAN_RGB), "std": 1.0})
 skeleton = MPII16
 multi_person = False                 # one person per crop (top-down)
 draw_threshold = -np.inf             # every keypoint is drawn: a crop always holds its person
+min_confidence = 0.0                 # the crop's one person is always reported
+headline_metric = "Mean"             # PCKh@0.5 Mean (percent)
+predict_fields = ("input_res", "flip_test", "decode", "sigma")
 
 
 def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -81,8 +87,9 @@ class CropPredictor:
 
 def evaluate(runner: Runner, options: EvalOptions) -> tuple[dict[str, Any], str]:
     """MPII PCKh of ``runner`` on an MPII annotation file (its val records) or a prepared ``val.json``, with the
-    images and the protocol ``.mat`` beside it unless given."""
-    from pose.data.mpii import load_mpii_annotations, read_protocol_gt, split_index, write_preds_mat
+    images (named by the prepared folder's manifest, else ``images/`` beside it) and the protocol ``.mat`` beside it
+    unless given."""
+    from pose.data.mpii import load_mpii_annotations, prepared_images, read_protocol_gt, split_index, write_preds_mat
     from pose.evaluation.pckh import format_table, pckh
     from pose.io import PoseDataError
     from pose.predict.single_person import predict_mpii
@@ -92,7 +99,7 @@ def evaluate(runner: Runner, options: EvalOptions) -> tuple[dict[str, Any], str]
     _, val_idx = split_index(records)
     if len(val_idx) < len(records):  # a full annotation file: its val records, in file order
         records = [records[i] for i in val_idx]
-    images = options.images or _first_existing(dataset.parent / "images")
+    images = options.images or prepared_images(dataset) or _first_existing(dataset.parent / "images")
     gt_path = options.gt or _first_existing(dataset.parent / "gt_val.mat", dataset.parent / "detections_our_format.mat")
     if images is None:
         raise PoseDataError(dataset, "no images folder beside the dataset; pass --images DIR", field="images")

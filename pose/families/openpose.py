@@ -20,11 +20,16 @@ from pose.skeletons import OPENPOSE18
 NAME = "openpose"
 model_class = LightweightOpenPose
 # the IR takes raw BGR pixels: (x - 128) / 256 is folded in, as LWOP's
-inference = Inference(input_shape=(1, 3, 256, 456), dynamic_hw=True, input_name="data", ir_mean=128.0,
+inference = Inference(input_shape=(1, 3, 256, 456), dynamic_hw=True, input_name="data",
+                      normalisation={"channels": "BGR", "mean": 128.0, "divide": 256.0}, ir_mean=128.0,
                       ir_scale=256.0)
 skeleton = OPENPOSE18
 multi_person = True                  # every person of the image (bottom-up)
 draw_threshold = 0.0                 # found keypoints only (missing ones are -1)
+# sample step-3 model: the poses below 0.2 have a median of 3 found keypoints (fragments), those above 17
+min_confidence = 0.2
+headline_metric = "AP"               # COCO keypoint AP (fraction)
+predict_fields = ("height", "mode", "scales", "stride")
 
 
 def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -66,15 +71,18 @@ def predictor(runner: Runner, options: PredictOptions) -> Any:
 
 
 def evaluate(runner: Runner, options: EvalOptions) -> tuple[dict[str, Any], str]:
-    """COCO keypoint AP (pycocotools) of ``runner`` on a COCO person-keypoints json; the images are looked for in
-    ``<dataset dir>/../<split>`` (COCO's layout) or ``<dataset dir>/images`` unless given."""
+    """COCO keypoint AP (pycocotools) of ``runner`` on a COCO person-keypoints json; the images are the folder the
+    json's ``info`` names (the val subset's), else ``<dataset dir>/../<split>`` (COCO's layout) or
+    ``<dataset dir>/images``, unless given."""
     from pose.evaluation.coco_ap import METRIC_NAMES, evaluate_predictor
     from pose.io import PoseDataError, write_json
 
+    from pose.data.coco import images_of, load_coco_keypoints
+
     dataset = Path(options.dataset)
     split = dataset.stem.split("_")[-1]  # person_keypoints_val2017 → val2017
-    images = options.images or next((p for p in (dataset.parent.parent / split, dataset.parent / "images")
-                                     if p.exists()), None)
+    images = options.images or images_of(dataset, load_coco_keypoints(dataset)) or next(
+        (p for p in (dataset.parent.parent / split, dataset.parent / "images") if p.exists()), None)
     if images is None:
         raise PoseDataError(dataset, "no images folder found for the dataset; pass --images DIR", field="images")
     metrics, results = evaluate_predictor(predictor(runner, options.predict), dataset, images,
@@ -82,8 +90,8 @@ def evaluate(runner: Runner, options: EvalOptions) -> tuple[dict[str, Any], str]
     if options.preds_out:
         write_json(options.preds_out, results)
     head = "  ".join(f"{n:>6}" for n in METRIC_NAMES)
-    row = "  ".join(f"{100 * metrics[n]:6.2f}" if metrics[n] >= 0 else f"{'-':>6}" for n in METRIC_NAMES)
-    return {**metrics, "num_results": len(results)}, f"{head}\n{row}\n(COCO keypoints AP, percent)"
+    row = "  ".join(f"{metrics[n]:6.3f}" if metrics[n] >= 0 else f"{'-':>6}" for n in METRIC_NAMES)
+    return {**metrics, "num_results": len(results)}, f"{head}\n{row}\n(COCO keypoints AP, fractions as in metrics/)"
 
 
 def codec(stride: int = 8, sigma: float = 7.0, paf_thickness: float = 1.0) -> Any:

@@ -48,18 +48,19 @@ def layered(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------ files
 @dataclass(frozen=True)
 class StageFiles:
-    """Where one training stage writes: model file, resumable run dir (DVCLive inside), training metrics."""
+    """Where one training stage writes: model file, resumable run dir (DVCLive inside), the run's record (losses,
+    timings, resume note: a record, not a metric people compare)."""
 
     model: str
     run_dir: str
     live_dir: str
-    metrics: str
+    record: str
 
     @classmethod
-    def of(cls, paths: "PathSettings", stage: str, metrics_group: str) -> "StageFiles":
+    def of(cls, paths: "PathSettings", stage: str, record_group: str) -> "StageFiles":
         run_dir = Path(paths.runs) / stage
         return cls(str(Path(paths.models) / stage / "model.pt"), str(run_dir), str(run_dir / "live"),
-                   str(Path(paths.metrics) / metrics_group / f"{stage}.json"))
+                   str(Path(paths.records) / record_group / f"{stage}.json"))
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class PathSettings:
 
     models: str = "models"
     runs: str = "runs"
-    metrics: str = "metrics"
+    metrics: str = "metrics"           # what people compare (`dvc metrics diff`): accuracy, export latency
+    records: str = "records"           # what a run did: full evaluation details, timings, parity, resume notes
     plots: str = "plots"
     predictions: str = "predictions"
 
@@ -90,16 +92,18 @@ def file_id(path: str | os.PathLike) -> dict[str, Any]:
 def run_training(model: nn.Module, arch: Mapping[str, Any], train_set: Dataset, step_fn: Callable, config: Any,
                  run: str, val_fn: Callable | None = None, init_fn: Callable | None = None,
                  fingerprint_extra: Mapping[str, Any] | None = None, log_factory: Callable | None = None,
-                 started: tuple[float, float] | None = None) -> dict[str, Any]:
+                 started: tuple[float, float] | None = None, inference: Any = None) -> dict[str, Any]:
     """Train with :class:`pose.engine.trainer.Trainer` and return the one summary shape of every training stage:
     the trainer's summary (last epoch's losses and validation, ``step``, ...) plus ``run`` (role or step),
     ``arch``, ``train_samples``, ``resume`` (why it resumed or started fresh), ``cpu_s`` and ``wall_s`` (since
-    ``started`` = ``(process_time, perf_counter)`` of the recipe's start, data set-up included)."""
+    ``started`` = ``(process_time, perf_counter)`` of the recipe's start, data set-up included). ``inference``: the
+    :class:`pose.model_info.ModelInfo` the model file records."""
     from pose.engine.trainer import Trainer
 
     c0, w0 = started or (time.process_time(), time.perf_counter())
     trainer = Trainer(model, train_set, step_fn, config, val_fn=val_fn, arch=dict(arch), init_fn=init_fn,
-                      fingerprint_extra=fingerprint_extra, log_factory=log_factory)
+                      fingerprint_extra=fingerprint_extra, log_factory=log_factory,
+                      inference=inference.to_record() if inference is not None else None)
     summary = dict(trainer.fit())
     summary.update(run=run, arch=dict(arch), train_samples=len(train_set),  # type: ignore[arg-type]
                    resume=trainer.resume_info, cpu_s=round(time.process_time() - c0, 1),
@@ -108,14 +112,14 @@ def run_training(model: nn.Module, arch: Mapping[str, Any], train_set: Dataset, 
 
 
 def training_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The scalar part of a :func:`run_training` summary (what ``metrics/<branch>_train/<stage>.json`` holds)."""
+    """The scalar part of a :func:`run_training` summary (what ``records/<branch>_train/<stage>.json`` holds)."""
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
 def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Write a metrics file (indented JSON, atomically; non-finite floats become null so the file stays valid
-    JSON). The one writer of every ``metrics/`` file; returns what it wrote."""
+    """Write a metrics or record file (indented JSON, atomically; non-finite floats become null so the file stays
+    valid JSON). The one writer of every ``metrics/`` and ``records/`` file; returns what it wrote."""
     clean = _finite(dict(metrics))
     write_json(path, clean, indent=2)
     return clean
@@ -129,3 +133,20 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+# the latency keys of pose.export.export_model for the accuracy backends of pose.export_accuracy
+_LATENCY_NAME = {"openvino": "openvino_default"}
+
+
+def write_export_metrics(metrics_dir: str | os.PathLike, accuracy: Mapping[str, Mapping[str, Any]],
+                         latency_ms: Mapping[str, Mapping[str, Any]]) -> None:
+    """One small file per backend, ``<metrics_dir>/<backend>.json`` = ``{<headline metric>, ms}`` (the accuracy of
+    the exported file on the val set and its median latency), so that ``dvc metrics show`` prints one row per
+    backend with two columns."""
+    for backend, acc in accuracy.items():
+        row = {k: v for k, v in acc.items() if k not in ("enforced", "difference")}
+        lat = latency_ms.get(_LATENCY_NAME.get(backend, backend))
+        if lat is not None:
+            row["ms"] = round(float(lat["median_ms"]), 2)
+        write_metrics(Path(metrics_dir) / f"{backend}.json", row)

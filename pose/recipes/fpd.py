@@ -39,8 +39,10 @@ from pose.data.datasets import TARGET_MODES as TARGET_WEIGHTS  # visible | label
 from pose.families.hourglass import HOURGLASS
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 from pose.export import ExportSettings
+from pose.model_info import ModelInfo, of_family
+from pose.predict.options import PredictOptions
 from pose.recipes.common import (StageFiles, file_id, layered, run_training, select_profile,
-                                 training_metrics, write_metrics)
+                                 training_metrics, write_export_metrics, write_metrics)
 from pose.settings import from_mapping, keyword_values
 
 log = logging.getLogger(__name__)
@@ -158,6 +160,15 @@ class FpdSettings:
             raise PoseDataError(source, f"unknown role(s) {sorted(unknown_roles)}; known: {ROLES}",
                                 field=f"fpd.profiles.{name}.roles")
         return settings
+
+    def predict_options(self) -> PredictOptions:
+        """How the branch evaluates its models (input size, flip test, decode and the targets' sigma)."""
+        return PredictOptions(input_res=self.input_res, flip_test=self.flip_test, decode=self.decode,
+                              sigma=self.target.sigma)
+
+    def model_info(self) -> ModelInfo:
+        """What the branch's model files record (:mod:`pose.model_info`)."""
+        return of_family(HOURGLASS, (self.input_res, self.input_res), self.predict_options())
 
     def arch(self, role: str) -> dict[str, Any]:
         """``arch`` dict of a role: the teacher or the student model."""
@@ -297,8 +308,9 @@ def make_val_fn(settings: FpdSettings, paths: MpiiPaths) -> Callable[[nn.Module]
     gt = read_protocol_gt(paths.gt_val_mat)
 
     def val_fn(model: nn.Module) -> dict[str, float]:
-        preds = predict_mpii(model, records, paths.images_dir, settings.input_res, flip_test=settings.flip_test,
-                             batch_size=32, decode=settings.decode, sigma=settings.target.sigma)
+        o = settings.predict_options()
+        preds = predict_mpii(model, records, paths.images_dir, o.input_res, flip_test=o.flip_test, batch_size=32,
+                             decode=o.decode, sigma=o.sigma)
         return {"pckh_mean": pckh(preds, gt)["Mean"]}
 
     return val_fn
@@ -337,8 +349,8 @@ def train_role(run: FpdRun, validate: bool = True, log_factory: Callable | None 
         step_fn = gt_step
     val_fn = make_val_fn(settings, run.data) if validate else None
     summary = run_training(model, arch, train_set, step_fn, tc, run=role, val_fn=val_fn, fingerprint_extra=extra,
-                           log_factory=log_factory, started=started)
-    write_metrics(run.files.metrics, training_metrics(summary))
+                           log_factory=log_factory, started=started, inference=settings.model_info())
+    write_metrics(run.files.record, training_metrics(summary))
     return summary
 
 
@@ -379,9 +391,10 @@ def model_size(model: nn.Module, input_res: int = 256) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------------ evaluation
 @dataclass(frozen=True)
 class MpiiEvalFiles:
-    """Where eval_mpii writes (metrics, predictions, curve data, PNGs); PNGs are optional."""
+    """Where eval_mpii writes (metrics, records, predictions, curve data, PNGs); PNGs are optional."""
 
     metrics_dir: str
+    records_dir: str
     preds_dir: str
     curve_dir: str
     curve_png: str | None = None
@@ -394,8 +407,9 @@ def evaluate_models(models: Mapping[str, str | os.PathLike], data: MpiiPaths, se
     """Evaluate every model (name → checkpoint) and the mean-pose baseline on the val split
     (docs/PROTOCOLS.md#mpii-pckh) with the profile's input size, flip test and decode.
 
-    Writes ``preds_dir/<name>.mat`` (``preds`` N×16×2, 1-based), ``metrics_dir/<name>.json`` (Head … Ankle, Mean,
-    per-joint values, params / GMACs at ``size_res``), ``curve_dir/<name>.json`` (rows ``{threshold, pckh}``:
+    Writes ``preds_dir/<name>.mat`` (``preds`` N×16×2, 1-based), ``metrics_dir/<name>.json`` (the table's
+    columns: Head … Ankle, Mean), ``records_dir/<name>.json`` (those, Neck, the 16 joints, the protocol, params /
+    GMACs at ``size_res`` and the settings used), ``curve_dir/<name>.json`` (rows ``{threshold, pckh}``:
     one line per model in the DVC plot of the folder), and optionally the PCKh-curve PNG and a PNG grid of predicted
     skeletons. Returns ``{name: metrics}``, baseline under ``mean_pose``.
     """
@@ -414,9 +428,9 @@ def evaluate_models(models: Mapping[str, str | os.PathLike], data: MpiiPaths, se
     results: dict[str, dict[str, Any]] = {}
     for name, path in models.items():
         model, _ = load_model(path)
-        all_preds[name] = predict_mpii(model, val, data.images_dir, settings.input_res,
-                                       flip_test=settings.flip_test, batch_size=32, decode=settings.decode,
-                                       sigma=settings.target.sigma)
+        o = settings.predict_options()
+        all_preds[name] = predict_mpii(model, val, data.images_dir, o.input_res, flip_test=o.flip_test,
+                                       batch_size=32, decode=o.decode, sigma=o.sigma)
         results[name] = {**_metrics(pckh(all_preds[name], gt)), **model_size(model, size_res),
                          "input_res": settings.input_res, "flip_test": settings.flip_test,
                          "decode": settings.decode}
@@ -425,7 +439,8 @@ def evaluate_models(models: Mapping[str, str | os.PathLike], data: MpiiPaths, se
     rows = []
     for name, preds in all_preds.items():
         write_preds_mat(Path(files.preds_dir) / f"{name}.mat", preds)
-        write_metrics(Path(files.metrics_dir) / f"{name}.json", results[name])
+        write_metrics(Path(files.metrics_dir) / f"{name}.json", {c: results[name][c] for c in COLUMNS})
+        write_metrics(Path(files.records_dir) / f"{name}.json", results[name])
         curve = [{"threshold": round(float(r["threshold"]), 4), "pckh": _finite(r["Mean"])}
                  for r in pckh_curve(preds, gt, thresholds)]
         write_json(Path(files.curve_dir) / f"{name}.json", curve)
@@ -520,18 +535,24 @@ def val_crops(paths: MpiiPaths, input_res: int = 256, count: int = 4) -> list[np
 
 
 def export_student(model_path: str | os.PathLike, out_dir: str | os.PathLike, data: MpiiPaths,
-                   export: ExportSettings, metrics_path: str | os.PathLike) -> dict[str, Any]:
-    """Export a hourglass checkpoint to ONNX + OpenVINO IR through :func:`pose.export.export_model`, verified on
-    ``export.verify_inputs`` real val crops at ``export.input_shape``; writes and returns export_model's metrics
-    plus a compact ``summary``."""
-    from pose.export import export_model
+                   export: ExportSettings, record_path: str | os.PathLike,
+                   metrics_dir: str | os.PathLike) -> dict[str, Any]:
+    """Export a hourglass checkpoint to ONNX + OpenVINO IR through :func:`pose.export.export_model` at the size it
+    was trained at (unless ``export.input_shape`` says otherwise), verified on ``export.verify_inputs`` real val
+    crops, then evaluated file by file on the val set (:func:`pose.export_accuracy.export_accuracy`: an f32 export
+    off by more than ``export.max_accuracy_drop`` PCKh points fails). Writes the full record to ``record_path``
+    and ``metrics_dir/<backend>.json`` (PCKh Mean, median ms); returns the record."""
+    from pose import model_info
+    from pose.export import export_model, export_shape
+    from pose.export_accuracy import export_accuracy
 
-    shape = tuple(export.input_shape or HOURGLASS.inference.input_shape)
+    shape = export_shape(HOURGLASS, model_info.read(model_path), export.input_shape)
     inputs = val_crops(data, shape[-1], export.verify_inputs)
     m = export_model(model_path, out_dir, family=HOURGLASS.name, input_shape=shape, verify_inputs=inputs,
                      atol=export.atol, latency_runs=export.latency_runs, latency_warmup=export.latency_warmup,
                      threads=export.threads)
     m["verify_inputs"] = f"{len(inputs)} MPII val crops"
-    m["summary"] = {f"max_abs_diff_{k}": v for k, v in m["max_abs_diff"].items()}
-    m["summary"].update({f"latency_ms_{k}": v["median_ms"] for k, v in m.get("latency_ms", {}).items()})
-    return write_metrics(metrics_path, m)
+    m["accuracy"] = export_accuracy(model_path, out_dir, data.val_json, data.images_dir, data.gt_val_mat,
+                                    export.max_accuracy_drop, export.threads)
+    write_export_metrics(metrics_dir, m["accuracy"], m.get("latency_ms", {}))
+    return write_metrics(record_path, m)

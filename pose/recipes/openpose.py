@@ -32,15 +32,17 @@ from pose.families import build_model
 from pose.families.openpose import OPENPOSE
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 from pose.losses import openpose_masked_l2
+from pose.model_info import ModelInfo, of_family
 from pose.predict.options import PredictOptions
 from pose.export import ExportSettings
 from pose.recipes.common import (StageFiles, file_id, layered, run_training, select_profile,
-                                 training_metrics, write_metrics)
+                                 training_metrics, write_export_metrics, write_metrics)
 from pose.settings import from_mapping, keyword_values
 
 log = logging.getLogger(__name__)
 
 STEPS = ("step1", "step2", "step3")
+METRIC_COLUMNS = ("AP", "AP50", "AP75", "APm", "APl", "AR")   # LWOP's / COCO's table; the rest is in the record
 STAGES = {step: f"openpose_{step}" for step in STEPS}   # a step's stage folder name (models/, runs/, metrics/)
 # CocoTrainDataset's knobs a profile's `data` may set (their defaults, LWOP's, are the dataset's)
 DATASET_KEYS = ("input_size", "stride", "sigma", "paf_thickness", "scale_prob", "scale_min", "scale_max",
@@ -105,6 +107,12 @@ class OpenPoseSettings:
         """The ``arch`` dict of a training step."""
         return OPENPOSE.arch(num_refinement_stages=self.step(step).num_refinement_stages)
 
+    def model_info(self) -> ModelInfo:
+        """What every step's model file records: run with 1 refinement stage and the ``eval`` settings (LWOP
+        ``val.py``), trained on ``data.input_size`` crops."""
+        size = self.data.get("input_size", _dataset_default("input_size"))
+        return of_family(OPENPOSE, (size, size), self.eval.predict_options(), arch=OPENPOSE.arch(num_refinement_stages=1))
+
     def step(self, step: str) -> Step:
         if step not in self.steps:
             raise ValueError(f"step {step!r} is not configured (have {sorted(self.steps)})")
@@ -163,6 +171,15 @@ class OpenPoseRun:
 
 
 # ------------------------------------------------------------------------------------------------------ data
+def _dataset_default(name: str) -> Any:
+    """A CocoTrainDataset keyword's default (defined there once)."""
+    import inspect
+
+    from pose.data.datasets import CocoTrainDataset
+
+    return inspect.signature(CocoTrainDataset.__init__).parameters[name].default
+
+
 def build_train_set(settings: OpenPoseSettings, data: CocoTrainData, seed: int = 0) -> Dataset:
     """The augmented training set of the profile's ``data`` knobs."""
     from pose.data.datasets import CocoTrainDataset
@@ -213,8 +230,9 @@ def train_step(run: OpenPoseRun, log_factory: Callable | None = None) -> dict[st
     extra = {"step": step, "data": settings.data,
              "init": file_id(init_weights) if init_weights is not None else None}
     summary = run_training(model, arch, train_set, openpose_step_fn, config, run=step, init_fn=init_fn,
-                           fingerprint_extra=extra, log_factory=log_factory, started=started)
-    write_metrics(run.files.metrics, training_metrics(summary))
+                           fingerprint_extra=extra, log_factory=log_factory, started=started,
+                           inference=settings.model_info())
+    write_metrics(run.files.record, training_metrics(summary))
     summary["init"] = init
     return summary
 
@@ -253,11 +271,12 @@ def make_predictor(forward: Any, evaluation: OpenPoseEval) -> Any:
 
 def evaluate_model(model_path: str | os.PathLike, gt_json: str | os.PathLike, images_dir: str | os.PathLike,
                    evaluation: OpenPoseEval, metrics_path: str | os.PathLike,
-                   results_path: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
+                   results_path: str | os.PathLike, record_path: str | os.PathLike,
+                   progress: bool = False) -> dict[str, Any]:
     """COCO keypoint AP of one model file (evaluated with 1 refinement stage) on ``gt_json``.
 
-    Writes the COCO results list to ``results_path`` and ``{AP, AP50, AP75, APm, APl, AR, ...}`` (plus the
-    evaluation settings) to ``metrics_path``; returns the metrics dict.
+    Writes the COCO results list to ``results_path``, ``{AP, AP50, AP75, APm, APl, AR}`` to ``metrics_path`` and
+    every figure with the evaluation settings and timings to ``record_path``; returns the record.
     """
     from pose.evaluation.coco_ap import evaluate_predictor
 
@@ -274,34 +293,47 @@ def evaluate_model(model_path: str | os.PathLike, gt_json: str | os.PathLike, im
            "seconds_per_image": round((time.perf_counter() - t0) / max(n_images, 1), 4),
            "cpu_seconds": round(time.process_time() - c0, 2), "model": str(model_path)}
     write_json(results_path, results)
-    return write_metrics(metrics_path, out)
+    write_metrics(metrics_path, {k: out[k] for k in METRIC_COLUMNS})
+    return write_metrics(record_path, out)
 
 
 def prediction_sheet(model_path: str | os.PathLike, gt_json: str | os.PathLike, images_dir: str | os.PathLike,
                      evaluation: OpenPoseEval, out_png: str | os.PathLike, num_images: int = 6,
                      cols: int = 3) -> dict[str, Any]:
-    """Draw the model's poses over the first ``num_images`` images of ``gt_json`` into one PNG."""
-    from pose.visualize import contact_sheet, draw_skeleton
+    """Ground truth beside the model's poses for the first ``num_images`` images of ``gt_json``, in one PNG.
+
+    Each image gives two tiles side by side (``cols`` images per row): the annotation's people converted to
+    OpenPose-18 as the training labels are (crowd regions skipped), and the predicted poses with each pose's score
+    at its top-left keypoint. The label bands above the tiles name the image id, the number of ground-truth people
+    and of predicted poses. Returns the counts: images, tiles (2 × images), gt_people, poses.
+    """
+    from pose.visualize import coco_people, contact_sheet, draw_coco_ground_truth, draw_poses, label_band
 
     model, _ = load_eval_model(model_path, 1)
     predictor = make_predictor(model, evaluation)
-    images = read_json(gt_json)["images"][:num_images]
+    gt = read_json(gt_json)
+    images = gt["images"][:num_images]
     if not images:
         raise PoseDataError(gt_json, "no images to draw", field="images")
-    tiles, labels, total = [], [], 0
+    by_image: dict[Any, list[dict]] = {}
+    for a in gt.get("annotations", []):
+        by_image.setdefault(a["image_id"], []).append(a)
+    skeleton = OPENPOSE.skeleton
+    tiles, total, people = [], 0, 0
     for im in images:
         image = read_image(Path(images_dir) / im["file_name"])
+        anns = by_image.get(im["id"], [])
         with torch.no_grad():
             poses = predictor(image)
-        for p in poses:
-            kp = np.asarray(p.keypoints, np.float64).copy()
-            kp[:, 2] = (kp[:, 0] >= 0).astype(np.float64)
-            image = draw_skeleton(image, kp, OPENPOSE.skeleton)
-        tiles.append(image)
-        labels.append(f"{im['id']}: {len(poses)} poses")
+        n_gt = len(coco_people(anns))
+        tiles.append(label_band(draw_coco_ground_truth(image, anns, skeleton),
+                                f"{im['id']} ground truth: {n_gt} {'person' if n_gt == 1 else 'people'}"))
+        tiles.append(label_band(draw_poses(image, poses, skeleton),
+                                f"{im['id']} predicted: {len(poses)} pose{'' if len(poses) == 1 else 's'}"))
         total += len(poses)
-    write_image(out_png, contact_sheet(tiles, cols=cols, labels=labels))
-    return {"images": len(tiles), "poses": total, "out": str(out_png)}
+        people += n_gt
+    write_image(out_png, contact_sheet(tiles, cols=2 * cols))
+    return {"images": len(images), "tiles": len(tiles), "gt_people": people, "poses": total, "out": str(out_png)}
 
 
 # ------------------------------------------------------------------------------------------------------ export
@@ -327,21 +359,29 @@ def compare_poses(reference: Sequence, candidate: Sequence) -> dict[str, Any]:
 
 def export_and_check(model_path: str | os.PathLike, out_dir: str | os.PathLike, gt_json: str | os.PathLike,
                      images_dir: str | os.PathLike, evaluation: OpenPoseEval, export: ExportSettings,
-                     metrics_path: str | os.PathLike | None = None, px_tol: float = 1e-3) -> dict[str, Any]:
+                     record_path: str | os.PathLike | None = None, metrics_dir: str | os.PathLike | None = None,
+                     px_tol: float = 1e-3) -> dict[str, Any]:
     """Export the model (1 refinement stage) through :func:`pose.export.export_model` (ONNX + OpenVINO IR,
     f32 parity against torch, latencies), then run each backend through the same predictor on
     ``export.verify_inputs`` val images and compare the poses with torch's. ``poses_equal`` per backend: same pose
     count, same found keypoints, coordinates within ``px_tol``. OpenVINO's default precision (bf16 where the CPU
-    has it) is reported, not required to be equal. Writes the metrics to ``metrics_path`` when given."""
+    has it) is reported, not required to be equal. Finally each file is evaluated on ``gt_json``
+    (:func:`pose.export_accuracy.export_accuracy`; an f32 export off by more than ``export.max_accuracy_drop`` AP
+    fails). Writes the full record to ``record_path`` and ``metrics_dir/<backend>.json`` (AP, median ms) when
+    given."""
     from pose.backends import OnnxBackend, OpenVinoBackend, TorchBackend
     from pose.export import export_model
+
+    from pose import model_info
+    from pose.export_accuracy import export_accuracy
 
     model, report = load_eval_model(model_path, 1)
     out_dir = Path(out_dir)
     threads = export.threads
     metrics = export_model(model, out_dir, family=OPENPOSE.name,
                            input_shape=tuple(export.input_shape or OPENPOSE.inference.input_shape), atol=export.atol,
-                           latency_runs=export.latency_runs, latency_warmup=export.latency_warmup, threads=threads)
+                           latency_runs=export.latency_runs, latency_warmup=export.latency_warmup, threads=threads,
+                           info=model_info.read(model_path))
     inf = OPENPOSE.inference
     forwards = {
         "torch": TorchBackend(model),
@@ -375,4 +415,8 @@ def export_and_check(model_path: str | os.PathLike, out_dir: str | os.PathLike, 
         checks[name] = agg
     metrics.update(pose_equality=checks, pose_px_tolerance=px_tol, model=str(model_path),
                    refinement_stages_exported=1, ignored_keys=len(report["unexpected"]))
-    return write_metrics(metrics_path, metrics) if metrics_path is not None else metrics
+    metrics["accuracy"] = export_accuracy(model_path, out_dir, gt_json, images_dir,
+                                          max_drop=export.max_accuracy_drop, threads=threads)
+    if metrics_dir is not None:
+        write_export_metrics(metrics_dir, metrics["accuracy"], metrics.get("latency_ms", {}))
+    return write_metrics(record_path, metrics) if record_path is not None else metrics
