@@ -251,3 +251,33 @@ def test_step_train_mapping_overrides_the_profile_train_key_by_key():
     profile["steps"]["step2"]["train"] = [1, 2]
     with pytest.raises(PoseDataError, match=r"steps\.step2\.train"):
         settings(profile)
+
+
+def test_validation_during_training_scores_the_first_refinement_stage(tmp_path):
+    """val/ap is computed as eval_coco computes AP: through the first refinement stage (LWOP val.py). A stand-in
+    3-stage network whose first refinement stage sees one known person and whose later stages see nothing must
+    score a high AP."""
+    import cv2
+    from torch import nn
+
+    from test_cli import SIZE, ConstantOpenPose, _coco_gt
+
+    class FirstRefinementSees(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.const = ConstantOpenPose()
+
+        def forward(self, x):
+            heat, pafs = self.const(x)
+            blank_h, blank_p = torch.zeros_like(heat), torch.zeros_like(pafs)
+            return [blank_h, blank_p, heat, pafs, blank_h, blank_p, blank_h, blank_p]
+
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "000000000007.jpg"), np.full((SIZE, SIZE, 3), 90, np.uint8))
+    _coco_gt(tmp_path / "gt.json")
+    profile = tiny_profile()
+    profile["eval"] = {"base_height": SIZE, "scales": [1.0]}
+    data = R.CocoTrainData(labels="unused", images_dir="unused", val_json=str(tmp_path / "gt.json"),
+                           val_images=str(tmp_path / "images"))
+    assert R.make_val_fn(settings(profile), data)(FirstRefinementSees().eval())["ap"] > 0.7
+    assert R.make_val_fn(settings(profile), R.CocoTrainData(labels="x", images_dir="y")) is None

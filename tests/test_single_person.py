@@ -197,4 +197,5 @@ def test_decode_choices_reach_the_cli() -> None:
 
     for cmd in (["eval", "m.pt", "--dataset", "d.json"], ["predict", "--model", "m.pt", "x.jpg"]):
         assert build_parser().parse_args(cmd + ["--decode", "argmax_shift"]).decode == "argmax_shift"
-        assert build_parser().parse_args(cmd).decode == "reference"
+        assert build_parser().parse_args(cmd).decode is None   # None: the model file's (pose.model_info)
+        assert build_parser().parse_args(cmd + ["--decode", "dark_blur"]).decode == "dark_blur"

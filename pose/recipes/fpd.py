@@ -499,7 +499,7 @@ def prediction_grid(preds: Mapping[str, np.ndarray], records: Sequence[dict], im
     from pose.data.transforms import crop_matrix, warp_image, apply_affine
     from pose.predict.single_person import crop_center_scale, record_joints
     from pose.skeletons import MPII16
-    from pose.visualize import contact_sheet, draw_skeleton
+    from pose.visualize import contact_sheet, draw_skeleton, label_band
 
     n = min(num_images, len(records))
     centres, scales = crop_center_scale(records[:n])
@@ -512,14 +512,14 @@ def prediction_grid(preds: Mapping[str, np.ndarray], records: Sequence[dict], im
     rows = {"ground truth": np.concatenate([joints, labelled[..., None].astype(np.float64)], axis=-1)}
     for name, p in preds.items():
         rows[name] = np.concatenate([p[:n], np.ones((n, p.shape[1], 1))], axis=-1)
-    tiles, labels = [], []
+    tiles = []
     for name, kps in rows.items():
         for i in range(n):
             kp = kps[i].copy()
             kp[:, :2] = apply_affine(kp[:, :2], Ms[i])
-            tiles.append(draw_skeleton(crops[i], kp, MPII16, radius=2.0, thickness=1))
-            labels.append(name if i == 0 else "")
-    sheet = contact_sheet(tiles, cols=n, cell_size=(cell, cell), labels=labels)
+            # the label sits in a band above the crop, so it hides no joint
+            tiles.append(label_band(draw_skeleton(crops[i], kp, MPII16, radius=2.0, thickness=1), f"{name} #{i}"))
+    sheet = contact_sheet(tiles, cols=n)
     write_image(path, sheet)
     return sheet
 

@@ -142,19 +142,22 @@ class OpenPoseSettings:
 
 @dataclass(frozen=True)
 class CocoTrainData:
-    """The prepared training labels and their images (the ``coco`` section)."""
+    """The prepared training labels and their images, and the val subset training validates on (the ``coco``
+    section)."""
 
     labels: str
     images_dir: str
     label_net_input: float = 368.0   # scale_provided = bbox height / this (LWOP: 368)
     skip_unreadable: bool = False
+    val_json: str | None = None      # None: no validation during training
+    val_images: str | None = None
 
     @classmethod
     def from_params(cls, coco: Mapping[str, Any], source: str) -> "CocoTrainData":
+        optional = (("label_net_input", "label_net_input"), ("skip_unreadable", "skip_unreadable_images"),
+                    ("val_json", "val_subset_out"), ("val_images", "val_images"))
         return from_mapping(cls, {"labels": coco.get("labels_out"), "images_dir": coco.get("train_images"),
-                                  **{k: coco[f] for k, f in (("label_net_input", "label_net_input"),
-                                                             ("skip_unreadable", "skip_unreadable_images"))
-                                     if f in coco}}, source, "coco")
+                                  **{k: coco[f] for k, f in optional if f in coco}}, source, "coco")
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,25 @@ def build_train_set(settings: OpenPoseSettings, data: CocoTrainData, seed: int =
 
 
 # ------------------------------------------------------------------------------------------------------ training
+def make_val_fn(settings: OpenPoseSettings, data: CocoTrainData) -> Callable[[nn.Module], dict[str, float]] | None:
+    """``val_fn`` for the trainer: COCO AP on the val subset with the ``eval`` settings, through the first
+    refinement stage as ``eval_coco`` runs every model (so the last epoch's value is the stage's AP); ``None``
+    without a val subset."""
+    if data.val_json is None or data.val_images is None:
+        return None
+    from pose.backends import TorchBackend
+    from pose.evaluation.coco_ap import evaluate_predictor
+
+    def val_fn(model: nn.Module) -> dict[str, float]:
+        run = TorchBackend(model)
+        first_stage = lambda x: run(x)[:4]  # noqa: E731  initial stage + first refinement stage (LWOP val.py)
+        metrics, _ = evaluate_predictor(make_predictor(first_stage, settings.eval), data.val_json, data.val_images,
+                                        progress=False)
+        return {"ap": float(metrics["AP"])}
+
+    return val_fn
+
+
 def openpose_step_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Trainer step: masked L2 over every stage's heatmaps and PAFs (docs/PROTOCOLS.md#openpose-training)."""
@@ -197,12 +219,13 @@ def openpose_step_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]
     return openpose_masked_l2(outputs, batch["heatmaps"], batch["pafs"], batch["mask"])
 
 
-def train_step(run: OpenPoseRun, log_factory: Callable | None = None) -> dict[str, Any]:
+def train_step(run: OpenPoseRun, log_factory: Callable | None = None, validate: bool = True) -> dict[str, Any]:
     """Train one step; write its model file and training metrics. Returns
     :func:`pose.recipes.common.run_training`'s summary plus ``init`` (what was loaded from ``run.init``: counts and
     the missing / unexpected / mis-shaped keys).
 
     ``run.init`` is loaded partially (equal-shaped keys) on fresh starts only; ``None`` starts from scratch.
+    With ``validate`` and a val subset in ``run.data``, the trainer logs ``val/ap`` every ``val_every`` epochs.
     """
     from pose.engine.trainer import seed_everything
 
@@ -230,6 +253,7 @@ def train_step(run: OpenPoseRun, log_factory: Callable | None = None) -> dict[st
     extra = {"step": step, "data": settings.data,
              "init": file_id(init_weights) if init_weights is not None else None}
     summary = run_training(model, arch, train_set, openpose_step_fn, config, run=step, init_fn=init_fn,
+                           val_fn=make_val_fn(settings, run.data) if validate else None,
                            fingerprint_extra=extra, log_factory=log_factory, started=started,
                            inference=settings.model_info())
     write_metrics(run.files.record, training_metrics(summary))
