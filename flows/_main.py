@@ -14,7 +14,10 @@ probe off. Start the server once with ``prefect server start --host 127.0.0.1`` 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import time
 import urllib.request
 from typing import Any, Callable, Sequence
 
@@ -74,10 +77,64 @@ def clean_error_types(extra: tuple[type[BaseException], ...] = ()) -> tuple[type
     return (PoseDataError, *found, *extra)
 
 
+SHELLS = {"sh", "bash", "dash", "zsh", "ksh"}
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: fall back to signal 0
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+
+def _launchers() -> list[int]:
+    """The process that started this one and, when that is a shell (DVC runs ``sh -c <cmd>``), the shell's parent."""
+    ppid = os.getppid()
+    found = [ppid]
+    try:
+        with open(f"/proc/{ppid}/stat") as f:
+            stat = f.read()
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        if comm in SHELLS and int(rest[1]) > 1:
+            found.append(int(rest[1]))
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def watch_parents(interval: float = 1.0) -> None:
+    """End this process (SIGTERM) when what launched it dies, so that killing ``dvc repro`` does not leave a stage
+    training on as an orphan (a second ``dvc repro`` would then meet it; the run lock makes that an error, this
+    makes it rare). A daemon thread polls every ``interval`` seconds; training resumes from its last checkpoint."""
+    watched = _launchers()
+    first = watched[0]
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != first or not all(_alive(p) for p in watched):
+                print(f"posepipe: the process that started this stage (PID {', '.join(map(str, watched))}) is gone; "
+                      "stopping", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=loop, name="posepipe-parent-watch", daemon=True).start()
+
+
 def run_flow(flow: Callable[..., Any], *, clean_errors: tuple[type[BaseException], ...] = (), **kwargs: Any) -> Any:
     """Call ``flow(**kwargs)`` against the cheapest available Prefect API; for the project's user-facing errors
     (:func:`clean_error_types`: bad input, a diverged run, a failed parity check or dvc stage, or any type in
-    ``clean_errors``) print ``error in <flow>: <message>`` and exit 1. Any other error keeps its traceback."""
+    ``clean_errors``) print ``error in <flow>: <message>`` and exit 1. Any other error keeps its traceback.
+    The process ends when its launcher dies (:func:`watch_parents`)."""
+    watch_parents()
     url = resolve_api_url()
     try:
         if url is None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 import socket
 import time
 
@@ -169,3 +171,31 @@ def test_optional_retrain_section_may_be_absent(tmp_path) -> None:
     assert retrain_settings(str(p)) == DEFAULTS
     p.write_text("retrain:\n  force: true\n")
     assert retrain_settings(str(p)) == {**DEFAULTS, "force": True}
+
+
+def test_a_stage_ends_when_its_launcher_dies(tmp_path):
+    """SIGKILL of the launcher (dvc repro) → the stage process stops by itself within a few seconds."""
+    import signal
+    import subprocess
+    import time
+
+    from flows._main import _alive
+
+    child = ("import time, sys; sys.path.insert(0, %r); from flows._main import watch_parents; "
+             "watch_parents(0.1); time.sleep(60)" % str(Path(__file__).resolve().parents[1]))
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', %r]); "
+                               "print(p.pid, flush=True); time.sleep(60)" % child],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(launcher.stdout.readline())
+        time.sleep(0.5)
+        assert _alive(pid)                      # runs while its launcher lives
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid)
+    finally:
+        launcher.kill()

@@ -44,6 +44,7 @@ from pose.checkpoint import load_checkpoint, load_weights, save_checkpoint, save
 from pose.engine.distributed import (DistContext, all_gather_objects, all_reduce_sum, broadcast_buffers,
                                      cleanup_distributed, setup_distributed)
 from pose.engine.optim import build_optimizer, build_scheduler
+from pose.engine.runlock import RunLock
 from pose.io import PoseDataError
 
 log = logging.getLogger(__name__)
@@ -343,9 +344,15 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------- public
     def fit(self) -> dict[str, Any]:
-        """Train to ``epochs`` / ``max_steps`` (resuming when possible); return the final metrics summary."""
+        """Train to ``epochs`` / ``max_steps`` (resuming when possible); return the final metrics summary.
+
+        Rank 0 holds the run directory's lock (:class:`pose.engine.runlock.RunLock`) for the whole run: a second
+        writer of the same run refuses with an error naming this process."""
         ctx = setup_distributed(self.config.device)
         try:
+            if ctx.is_main and self.config.run_dir:
+                with RunLock(self.config.run_dir):
+                    return self._fit(ctx)
             return self._fit(ctx)
         finally:
             cleanup_distributed(ctx)
