@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from prefect.logging import get_run_logger
 
 _FAILED_RE = re.compile(r"ERROR: failed to reproduce '([^']+)'")
 _RUNNING_RE = re.compile(r"^Running stage '([^']+)'")
+# stages DVC found up to date (nothing to do)
+_SKIPPED_RE = re.compile(r"^Stage '([^']+)' didn't change, skipping")
 # stages whose outputs came from the cache / remote instead of running: run-cache hits and `repro --pull`'s pulls
 _RESTORED_RES = (re.compile(r"^Stage '([^']+)' is cached - skipping run"),
                  re.compile(r"^Pulling data for stage: '([^']+)'"))
@@ -46,6 +49,11 @@ class StageFailed(RuntimeError):
         super().__init__(f"{what} (dvc exited with {returncode}):\n{log_tail}")
 
 
+def command_line(args: Sequence[str]) -> str:
+    """``dvc <args>`` as a user would type it (what the reports show)."""
+    return shlex.join(["dvc", *args])
+
+
 @dataclass
 class ReproResult:
     returncode: int
@@ -53,10 +61,15 @@ class ReproResult:
     stages_run: list[str] = field(default_factory=list)
     failed_stage: str | None = None
     seconds: float = 0.0
+    args: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    @property
+    def command(self) -> str:
+        return command_line(self.args)
 
 
 def dvc_executable() -> list[str]:
@@ -81,6 +94,18 @@ def parse_stages_run(log: str) -> list[str]:
     return [m.group(1) for line in log.splitlines() if (m := _RUNNING_RE.match(line.strip()))]
 
 
+def parse_stages_skipped(log: str) -> list[str]:
+    """Stages DVC reported up to date (``Stage '<name>' didn't change, skipping``)."""
+    return list(dict.fromkeys(m.group(1) for line in log.splitlines() if (m := _SKIPPED_RE.match(line.strip()))))
+
+
+def is_progress_line(line: str) -> bool:
+    """A line of DVC's own about a stage that does something (running, restored) or an error: what the retrain
+    flow echoes (the stages up to date are listed in its report)."""
+    line = line.strip()
+    return any(rx.match(line) for rx in (_RUNNING_RE, *_RESTORED_RES)) or line.startswith("ERROR:")
+
+
 def parse_stages_restored(log: str) -> list[str]:
     """Stages DVC restored from the run-cache or pulled (``dvc repro --pull``) instead of running them."""
     found = [m.group(1) for line in log.splitlines() for rx in _RESTORED_RES if (m := rx.match(line.strip()))]
@@ -94,10 +119,15 @@ class DvcResult:
     returncode: int
     log: str
     seconds: float
+    args: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    @property
+    def command(self) -> str:
+        return command_line(self.args)
 
 
 def run_dvc(repo_dir: str | os.PathLike, args: Sequence[str], log_file: str | os.PathLike | None = None,
@@ -131,7 +161,7 @@ def run_dvc(repo_dir: str | os.PathLike, args: Sequence[str], log_file: str | os
     finally:
         if log_fh:
             log_fh.close()
-    return DvcResult(rc, "\n".join(lines), time.perf_counter() - t0)
+    return DvcResult(rc, "\n".join(lines), time.perf_counter() - t0, tuple(args))
 
 
 def run_repro(
@@ -149,10 +179,15 @@ def run_repro(
     ``pull``: fetch the remote's run-cache and restore (download) a stage's outputs from it instead of running the
     stage when the same command, deps and params ran elsewhere; also pull missing deps.
     Never raises for a failing stage: see the result."""
-    args = ["repro", *(["--force"] if force else []), *(["--pull"] if pull else []), *targets]
-    r = run_dvc(repo_dir, args, log_file, on_line, env, append)
+    r = run_dvc(repo_dir, repro_args(targets, force, pull), log_file, on_line, env, append)
     return ReproResult(returncode=r.returncode, log=r.log, stages_run=parse_stages_run(r.log),
-                       failed_stage=parse_failed_stage(r.log) if r.returncode else None, seconds=r.seconds)
+                       failed_stage=parse_failed_stage(r.log) if r.returncode else None, seconds=r.seconds,
+                       args=r.args)
+
+
+def repro_args(targets: Sequence[str] = (), force: bool = False, pull: bool = False) -> list[str]:
+    """The arguments of :func:`run_repro`'s ``dvc`` call."""
+    return ["repro", *(["--force"] if force else []), *(["--pull"] if pull else []), *targets]
 
 
 def _dvc_text(repo_dir: str | os.PathLike, *args: str) -> tuple[int, str]:
@@ -192,17 +227,27 @@ def _target_args(targets: Sequence[str]) -> list[str]:
     return ["--with-deps", *targets] if targets else []
 
 
+def pull_args(remote: str, targets: Sequence[str] = ()) -> list[str]:
+    """The arguments of :func:`run_pull`'s ``dvc`` call."""
+    return ["pull", "--allow-missing", "-r", remote, *_target_args(targets)]
+
+
+def push_args(remote: str, targets: Sequence[str] = ()) -> list[str]:
+    """The arguments of :func:`run_push`'s ``dvc`` call."""
+    return ["push", "--run-cache", "-r", remote, *_target_args(targets)]
+
+
 def run_pull(repo_dir: str | os.PathLike, remote: str, targets: Sequence[str] = (), **kw: Any) -> DvcResult:
     """``dvc pull --allow-missing -r <remote>``: the outputs ``dvc.lock`` records (of ``targets`` and their
     upstream stages; all when empty), skipping what the remote does not hold (those stages then run)."""
-    return run_dvc(repo_dir, ["pull", "--allow-missing", "-r", remote, *_target_args(targets)], **kw)
+    return run_dvc(repo_dir, pull_args(remote, targets), **kw)
 
 
 def run_push(repo_dir: str | os.PathLike, remote: str, targets: Sequence[str] = (), **kw: Any) -> DvcResult:
     """``dvc push --run-cache -r <remote>``: the workspace's outputs (of ``targets`` and their upstream stages)
     plus the run-cache, so that another clone of the same commit restores the stages without running them
     (``dvc repro --pull``), even before the new ``dvc.lock`` is committed."""
-    return run_dvc(repo_dir, ["push", "--run-cache", "-r", remote, *_target_args(targets)], **kw)
+    return run_dvc(repo_dir, push_args(remote, targets), **kw)
 
 
 def _dvc_json(repo_dir: str | os.PathLike, *args: str) -> tuple[int, Any, str]:
@@ -243,34 +288,113 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _fmt(v: Any) -> str:
+MAX_CELL = 60  # longer text values (a protocol's description) are cut in the report's table
+
+
+def _fmt(v: Any, limit: int | None = None) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
         return f"{v:.6g}"
-    return str(v)
+    text = str(v)
+    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fmt_change(v: Any) -> str:
+    if not _is_number(v):
+        return "–"
+    return f"{v:+.6g}" if v else "0"
+
+
+def metrics_rows(metrics: dict[str, dict[str, Any]], diff: dict[str, dict[str, dict]] | None
+                 ) -> tuple[list[tuple[str, str, Any, Any, Any]], int]:
+    """``(rows, unchanged)``: a ``(path, metric, old, new, change)`` row for every metric whose value differs from
+    the baseline (changed, added: old ``None``, removed: new ``None``), as ``dvc metrics diff`` lists them, and the
+    number of metrics left out because they are equal. ``diff`` ``None`` (no baseline): every metric of
+    ``metrics`` is a row. ``change`` is ``new - old`` for numbers, else ``None``."""
+    if diff is None:
+        return [(path, key, None, value, None) for path in sorted(metrics)
+                for key, value in sorted(metrics[path].items())], 0
+    rows: list[tuple[str, str, Any, Any, Any]] = []
+    unchanged = 0
+    for path in sorted(diff):
+        for key, d in sorted(_flatten_diff(diff[path]).items()):
+            old, new = d.get("old"), d.get("new")
+            if old == new and old is not None:
+                unchanged += 1
+                continue
+            change = d.get("diff")
+            if change is None and _is_number(old) and _is_number(new):
+                change = new - old
+            rows.append((path, key, old, new, change))
+    return rows, unchanged
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table with padded columns (readable as plain text too)."""
+    cells = [[_cell(str(c)) for c in header], *[[_cell(str(c)) for c in row] for row in rows]]
+    widths = [max(3, *(len(r[i]) for r in cells)) for i in range(len(header))]
+
+    def line(r: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *(line(r) for r in cells[1:])])
+
+
+def metrics_table(metrics: dict[str, dict[str, Any]], diff: dict[str, dict[str, dict]] | None, rev: str) -> str:
+    """The metrics part of the retrain report (printed and in the artifact): one sentence and the table of the
+    metrics that differ from ``rev`` — path, metric, old (``rev``), new (workspace), change; the equivalent of
+    ``dvc metrics diff --md <rev>``, built from the values :func:`collect_metrics` already holds."""
+    rows, unchanged = metrics_rows(metrics, diff)
+    total = len(rows) + unchanged
+    files = len(diff if diff is not None else metrics)
+    count = f"{total} metric{'s' * (total != 1)} in {files} file{'s' * (files != 1)}"
+    no_baseline = f"No baseline: revision `{rev}` does not exist (first commit?)"
+    if not rows:
+        if diff is None:
+            return f"{no_baseline}, and the workspace has no metrics."
+        return f"No metric changed against `{rev}` ({count})." if total else f"No metrics, at `{rev}` or now."
+    if diff is None:
+        head = f"{no_baseline}; every metric is new ({count}):"
+    else:
+        head = f"{len(rows)} of {total} metrics differ from `{rev}`" + (
+            f" ({unchanged} unchanged, not shown):" if unchanged else ":")
+    table = markdown_table(["path", "metric", f"old ({rev})", "new (workspace)", "change"],
+                           [(p, k, _fmt(o, MAX_CELL), _fmt(n, MAX_CELL), _fmt_change(c)) for p, k, o, n, c in rows])
+    return f"{head}\n\n{table}"
+
+
+def command_result(c: dict) -> str:
+    """``ok`` / ``FAILED`` of a report's command entry, with its ``note``."""
+    word = "ok" if c["ok"] else "FAILED"
+    return f"{word}: {c['note']}" if c.get("note") else word
 
 
 def metrics_markdown(metrics: dict[str, dict[str, Any]], diff: dict[str, dict[str, dict]] | None,
-                     rev: str, stages_run: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
-    """One markdown table: file, metric, value, value at ``rev``, change; ``notes``: lines above it (the remote
-    sync)."""
+                     rev: str, stages_run: Sequence[str] = (), notes: Sequence[str] = (),
+                     commands: Sequence[dict] = ()) -> str:
+    """The retrain report as markdown (the Prefect artifact): the stages run, ``notes`` (the remote sync, the
+    stages up to date / restored), the commands run with their wall seconds (``commands``: dicts with
+    ``command``, ``seconds``, ``ok``, optional ``note``) and :func:`metrics_table`."""
     lines = ["# posepipe retrain", ""]
     lines.append(f"Stages run: {', '.join(stages_run) if stages_run else 'none (pipeline up to date)'}")
     lines.append("")
     for note in notes:
         lines += [note, ""]
-    if diff is None:
-        lines.append(f"No baseline: revision `{rev}` does not exist (first commit?).")
-        lines.append("")
-    lines += [f"| file | metric | value | {rev} | change |", "|---|---|---|---|---|"]
-    for name in sorted(metrics):
-        file_diff = _flatten_diff((diff or {}).get(name, {}))
-        for key, value in sorted(metrics[name].items()):
-            d = file_diff.get(key, {})
-            lines.append(f"| {name} | {key} | {_fmt(value)} | {_fmt(d.get('old'))} | {_fmt(d.get('diff'))} |")
-    if not metrics:
-        lines.append("| – | – | – | – | – |")
+    if commands:
+        lines += [markdown_table(["command", "seconds", "result"],
+                                 [(f"`{c['command']}`", f"{c['seconds']:.1f}", command_result(c))
+                                  for c in commands]), ""]
+    lines += [f"## Metrics against `{rev}`", "", metrics_table(metrics, diff, rev)]
     return "\n".join(lines) + "\n"
 
 
@@ -302,31 +426,41 @@ def current_api_url() -> str | None:
 
 @task(cache_policy=NO_CACHE)
 def dvc_repro(repo_dir: str, targets: list[str], force: bool, log_file: str | None, pull: bool = False,
-              append: bool = False) -> dict:
+              append: bool = False, echo: bool = False) -> dict:
     """Run ``dvc repro`` (log lines go to the Prefect run log and ``log_file``); raise :class:`StageFailed`.
 
     The stages (``python -m flows.<stage>``, Prefect flows themselves) get this run's API URL, so that they report
     to the same server and none of them pays for starting an ephemeral server of its own (~10 s each).
-    ``pull``: ``dvc repro --pull`` (see :func:`run_repro`)."""
+    ``pull``: ``dvc repro --pull`` (see :func:`run_repro`). ``echo``: print DVC's lines about the stages (running,
+    up to date, restored; errors) to stdout as they come (the rest is in ``log_file``).
+    Returns ``{'command', 'stages_run', 'stages_skipped', 'stages_restored', 'seconds'}``."""
     log = _logger()
     url = current_api_url()
-    result = run_repro(repo_dir, targets, force, log_file, on_line=lambda s: log.info("dvc | %s", s),
+
+    def on_line(line: str) -> None:
+        log.info("dvc | %s", line)
+        if echo and is_progress_line(line):
+            print(f"  dvc | {line.strip()}", flush=True)
+
+    result = run_repro(repo_dir, targets, force, log_file, on_line=on_line,
                        env={"PREFECT_API_URL": url} if url else None, pull=pull, append=append)
     if not result.ok:
         tail = "\n".join(result.log.splitlines()[-15:])
         raise StageFailed(result.failed_stage, result.returncode, tail)
-    return {"stages_run": result.stages_run, "stages_restored": parse_stages_restored(result.log),
+    return {"command": result.command, "stages_run": result.stages_run,
+            "stages_skipped": parse_stages_skipped(result.log), "stages_restored": parse_stages_restored(result.log),
             "seconds": round(result.seconds, 2)}
 
 
 def _sync_summary(result: DvcResult) -> dict:
     tail = "\n".join(result.log.splitlines()[-10:])
-    return {"ok": result.ok, "seconds": round(result.seconds, 2), "error": None if result.ok else tail}
+    return {"ok": result.ok, "command": result.command, "seconds": round(result.seconds, 2),
+            "error": None if result.ok else tail}
 
 
 @task(cache_policy=NO_CACHE)
 def dvc_pull(repo_dir: str, remote: str, targets: list[str], log_file: str | None) -> dict:
-    """:func:`run_pull`; never raises: ``{'ok', 'seconds', 'error'}`` (the flow decides)."""
+    """:func:`run_pull`; never raises: ``{'ok', 'command', 'seconds', 'error'}`` (the flow decides)."""
     log = _logger()
     return _sync_summary(run_pull(repo_dir, remote, targets, log_file=log_file,
                                   on_line=lambda s: log.info("dvc pull | %s", s)))
@@ -334,7 +468,7 @@ def dvc_pull(repo_dir: str, remote: str, targets: list[str], log_file: str | Non
 
 @task(cache_policy=NO_CACHE)
 def dvc_push(repo_dir: str, remote: str, targets: list[str], log_file: str | None) -> dict:
-    """:func:`run_push` (appending to ``log_file``); never raises: ``{'ok', 'seconds', 'error'}``."""
+    """:func:`run_push` (appending to ``log_file``); never raises: ``{'ok', 'command', 'seconds', 'error'}``."""
     log = _logger()
     return _sync_summary(run_push(repo_dir, remote, targets, log_file=log_file, append=True,
                                   on_line=lambda s: log.info("dvc push | %s", s)))
@@ -349,10 +483,22 @@ def metrics_from_diff(diff: dict[str, dict[str, dict]]) -> dict[str, dict[str, A
 @task(cache_policy=NO_CACHE)
 def collect_metrics(repo_dir: str, diff_rev: str) -> dict:
     """Workspace metrics and their diff against ``diff_rev``: one ``dvc`` call when the revision exists
-    (``metrics diff --all`` holds the workspace values too), ``metrics show`` otherwise."""
+    (``metrics diff --all`` holds the workspace values too), ``metrics show`` otherwise.
+    Returns ``{'metrics', 'diff', 'commands'}``; ``commands``: the ``dvc`` calls made, each
+    ``{'command', 'seconds', 'ok'}``."""
+    t0 = time.perf_counter()
     diff = metrics_diff(repo_dir, diff_rev)
-    metrics = metrics_from_diff(diff) if diff is not None else metrics_show(repo_dir)
-    return {"metrics": metrics, "diff": diff}
+    commands = [{"command": command_line(["metrics", "diff", diff_rev, "--all", "--json"]),
+                 "seconds": round(time.perf_counter() - t0, 2), "ok": True,
+                 "note": None if diff is not None else f"no revision {diff_rev}: no baseline"}]
+    if diff is not None:
+        metrics = metrics_from_diff(diff)
+    else:
+        t0 = time.perf_counter()
+        metrics = metrics_show(repo_dir)
+        commands.append({"command": command_line(["metrics", "show", "--json"]),
+                         "seconds": round(time.perf_counter() - t0, 2), "ok": True})
+    return {"metrics": metrics, "diff": diff, "commands": commands}
 
 
 @task(cache_policy=NO_CACHE)
