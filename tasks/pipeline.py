@@ -54,24 +54,6 @@ def command_line(args: Sequence[str]) -> str:
     return shlex.join(["dvc", *args])
 
 
-@dataclass
-class ReproResult:
-    returncode: int
-    log: str
-    stages_run: list[str] = field(default_factory=list)
-    failed_stage: str | None = None
-    seconds: float = 0.0
-    args: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    @property
-    def command(self) -> str:
-        return command_line(self.args)
-
-
 def dvc_executable() -> list[str]:
     """The ``dvc`` of this interpreter's environment (falls back to ``python -m dvc``)."""
     here = Path(sys.executable).parent / "dvc"
@@ -128,6 +110,14 @@ class DvcResult:
     @property
     def command(self) -> str:
         return command_line(self.args)
+
+
+@dataclass
+class ReproResult(DvcResult):
+    """``dvc repro``: a :class:`DvcResult` plus the stages it ran and the one that failed."""
+
+    stages_run: list[str] = field(default_factory=list)
+    failed_stage: str | None = None
 
 
 def run_dvc(repo_dir: str | os.PathLike, args: Sequence[str], log_file: str | os.PathLike | None = None,
