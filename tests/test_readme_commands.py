@@ -41,29 +41,30 @@ COMMANDS: dict[str, str] = {
     ". .venv/bin/activate && python -m pytest -q": LONG,  # the whole suite (.ci/run)
     # --- experiments and comparing runs
     "dvc metrics show": RUN,
-    "dvc metrics diff": RUN,
-    "dvc exp run -S fpd.alpha=0.7": PIPELINE,  # 2026-12-01: not run (retrains both FPD students, ~3 min + eval)
+    "dvc metrics diff --md": RUN,
+    "dvc exp run -S fpd.alpha=0.7": PIPELINE,  # 2026-12-01: exit 0 (as `... eval_mpii`: 6 min 40 s; Means 69.74, 73.80)
     "dvc exp run -S openpose.profile=paper": LONG,  # the paper profile: hours of CPU training
     "dvc exp show --only-changed": RUN,
-    # --- the pose command (models/ and data/prepared/ of a full dvc repro). 2026-12-01: the README's block changed
-    # in 37c87ed (model files record their settings); no workspace of that commit's full dvc repro exists yet, so
-    # these are to be verified after one. Results with the previous pipeline's models: see the comments.
+    "dvc exp show --drop '.*' --keep 'Experiment|fpd\\.alpha|.*:Mean'": RUN,
+    "dvc repro --dry eval_mpii": PIPELINE,  # 2026-12-01, full workspace: exit 0, lists the stages it would run
+    # --- the pose command (models/ and data/prepared/ of a full dvc repro). 2026-12-01: run in a fresh clone of
+    # cf935ad after its full `dvc repro` (the baseline committed next); results in the comments.
     "pose eval models/train_student_fpd/model.pt --dataset data/prepared/mpii/val.json": PIPELINE,
-    # 2026-12-01: (to verify: PCKh = metrics/mpii/student_fpd.json)
+    # 2026-12-01: exit 0, PCKh Mean 71.29 = metrics/mpii/student_fpd.json
     "pose eval models/export_student/model.onnx --dataset data/prepared/mpii/val.json": PIPELINE,
-    # 2026-12-01: (to verify: = metrics/export_student/onnxruntime.json)
+    # 2026-12-01: exit 0, 71.29 = metrics/export_student/onnxruntime.json
     "pose eval models/openpose_step3/model.pt --dataset data/prepared/coco/val_subset.json": PIPELINE,
-    # 2026-12-01: (to verify: AP = metrics/coco/step3.json)
+    # 2026-12-01: exit 0, AP 0.210 = metrics/coco/step3.json (1 refinement stage, height 192, from the file)
     "pose eval models/export_openpose/model.xml --dataset data/prepared/coco/val_subset.json": PIPELINE,
-    # 2026-12-01: (to verify: = metrics/export_openpose/openvino_f32.json)
+    # 2026-12-01: exit 0, AP 0.210 = metrics/export_openpose/openvino_f32.json
     "pose predict data/sample/coco/val2017 --model models/export_openpose/model.xml": PIPELINE,
-    # 2026-12-01: (to verify)
+    # 2026-12-01: exit 0, 60 images, 272 poses (min confidence 0.2) → pose_out/, 8.4 s
     "pose predict data/sample/mpii/images/000000001.jpg --model models/export_student/model.onnx": PIPELINE,
-    # 2026-12-01: (to verify)
+    # 2026-12-01: exit 0, 1 pose (64 px crop of the whole image, dark decode, from the file) → pose_out/
     "pose export models/train_student_fpd/model.pt --out exported/": PIPELINE,
-    # 2026-12-01: (to verify)
+    # 2026-12-01: exit 0, exported at 1×3×64×64 (the training size), parity 5.4e-7 / 8.3e-7
     "pose bench models/export_student/model.onnx --backends onnxruntime,openvino_f32,openvino": PIPELINE,
-    # 2026-12-01: (to verify)
+    # 2026-12-01: exit 0, median ms onnxruntime 4.85, openvino_f32 5.64, openvino (bf16) 3.35
     # --- scheduled retraining: servers and workers run until stopped (tests/test_schedule.py covers the flows)
     "prefect server start --host 127.0.0.1": LONG,
     "python -m flows.serve": LONG,
