@@ -22,6 +22,7 @@ import time
 
 _T_START = time.perf_counter()  # `python -m flows.retrain`: the total it prints includes the imports below
 
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from prefect import flow  # noqa: E402
@@ -29,9 +30,9 @@ from prefect.logging import get_run_logger  # noqa: E402
 
 from flows._main import run_flow  # noqa: E402
 from flows._params import load_params  # noqa: E402
-from tasks.pipeline import (StageFailed, SyncFailed, collect_metrics, command_line, command_result,  # noqa: E402
+from tasks.pipeline import (StageFailed, SyncFailed, WorkspaceBusy, collect_metrics, command_line, command_result,  # noqa: E402
                             dvc_pull, dvc_push, dvc_repro, metrics_markdown, metrics_table, publish_metrics,
-                            pull_args, push_args, repro_args, resolve_remote)
+                            pull_args, push_args, repro_args, resolve_remote, workspace_lock)
 
 ARTIFACT_KEY = "posepipe-metrics"
 DEFAULTS = {
@@ -40,7 +41,8 @@ DEFAULTS = {
     "force": False,
     "diff_rev": "HEAD",
     "artifact_key": ARTIFACT_KEY,
-    "log_file": "runs/retrain/dvc_repro.log",
+    "log_file": "runs/retrain/dvc_{run}.log",   # {run}: the run's start time and PID, so runs never share a log
+    "if_busy": "refuse",            # another retraining run holds the workspace: refuse | wait
     "work_pool": "posepipe-process",
     # remote sync (optional keys of params.yaml: retrain; README "Scheduled retraining")
     "remote": None,                 # DVC remote name; null = `dvc remote default` (none configured: no sync)
@@ -53,7 +55,14 @@ DEFAULTS = {
 def retrain_settings(path: str | None = None) -> dict:
     """``params.yaml: retrain`` over :data:`DEFAULTS` (the section is optional)."""
     section = load_params(path=path).get("retrain") or {}
-    return {**DEFAULTS, **section}
+    settings = {**DEFAULTS, **section}
+    if settings["if_busy"] not in ("refuse", "wait"):
+        from flows._params import params_source
+        from pose.io import PoseDataError
+
+        raise PoseDataError(path or params_source(), f"must be refuse or wait, got {settings['if_busy']!r}",
+                            field="retrain.if_busy")
+    return settings
 
 
 @flow(name="retrain")
@@ -63,26 +72,48 @@ def retrain(
     force: bool = False,
     diff_rev: str = "HEAD",
     artifact_key: str = ARTIFACT_KEY,
-    log_file: str | None = "runs/retrain/dvc_repro.log",
+    log_file: str | None = "runs/retrain/dvc_{run}.log",
     remote: str | None = None,
     pull: bool = True,
     push: bool = True,
     fail_on_push_error: bool = False,
+    if_busy: str = "refuse",
 ) -> dict:
     """Reproduce the DVC pipeline in ``repo_dir`` (syncing with its DVC remote, if any) and publish its metrics.
 
     ``diff_rev``: the revision the workspace metrics are compared with (``HEAD`` = the last commit, i.e. what this
     run changed; a missing revision, e.g. in a repository without commits, gives a report without baseline).
     ``remote``: the DVC remote to pull from / push to (``None``: the default remote; no remote: no sync).
-    ``log_file`` receives the output of pull, repro and push in that order.
+    ``log_file`` receives the output of pull, repro and push in that order; ``{run}`` in it becomes the run's
+    start time and PID. The run holds the workspace (:func:`tasks.pipeline.workspace_lock`): with another run
+    holding it, ``if_busy='refuse'`` fails with :class:`tasks.pipeline.WorkspaceBusy` naming its PID and ``'wait'``
+    waits for it.
     Prints the commands as they start and then :func:`report` (stdout).
     Returns ``{'stages_run', 'stages_skipped', 'stages_restored', 'repro_seconds', 'remote', 'pulled',
     'pull_seconds', 'pushed', 'push_seconds', 'push_error', 'metrics', 'diff', 'diff_rev', 'metrics_table',
     'commands', 'artifact_id', 'seconds'}``; ``commands``: every step in order, each ``{'command', 'seconds',
     'ok', 'note'}`` (the ``dvc`` calls, then the artifact).
     """
-    t0 = time.perf_counter()
+    if if_busy not in ("refuse", "wait"):
+        raise ValueError(f"if_busy must be 'refuse' or 'wait', got {if_busy!r}")
     repo = str(Path(repo_dir).resolve())
+    with workspace_lock(repo, wait=if_busy == "wait",
+                        on_wait=lambda pid: print(f"retrain: waiting for retraining run PID {pid}", flush=True)):
+        return _retrain_locked(repo, targets, force, diff_rev, artifact_key, run_log_file(log_file), remote, pull,
+                               push, fail_on_push_error)
+
+
+def run_log_file(template: str | None) -> str | None:
+    """``template`` with ``{run}`` replaced by this run's start (UTC) and PID: one log per run."""
+    if template is None:
+        return None
+    return template.replace("{run}", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}")
+
+
+def _retrain_locked(repo: str, targets: list[str] | None, force: bool, diff_rev: str, artifact_key: str,
+                    log_file: str | None, remote: str | None, pull: bool, push: bool,
+                    fail_on_push_error: bool) -> dict:
+    t0 = time.perf_counter()
     targets = list(targets or [])
     commands: list[dict] = []
     print(f"retrain: {repo}" + (f" (dvc output: {log_file})" if log_file else ""), flush=True)
@@ -249,9 +280,11 @@ def flow_parameters(settings: dict) -> dict:
         "pull": bool(settings["pull"]),
         "push": bool(settings["push"]),
         "fail_on_push_error": bool(settings["fail_on_push_error"]),
+        "if_busy": str(settings["if_busy"]),
     }
 
 
 if __name__ == "__main__":
-    result = run_flow(retrain, clean_errors=(StageFailed, SyncFailed), **flow_parameters(retrain_settings()))
+    result = run_flow(retrain, clean_errors=(StageFailed, SyncFailed, WorkspaceBusy),
+                      **flow_parameters(retrain_settings()))
     print(process_line(result.get("seconds") if isinstance(result, dict) else None))

@@ -11,6 +11,8 @@ With a DVC remote (:func:`resolve_remote`), :func:`run_pull` brings what ``dvc.l
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -20,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +201,42 @@ def default_remote(repo_dir: str | os.PathLike = ".") -> str | None:
 
 class SyncFailed(RuntimeError):
     """``dvc pull`` / ``dvc push`` against the remote failed, or the configured remote does not exist."""
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another retraining run holds the workspace (:func:`workspace_lock`)."""
+
+
+WORKSPACE_LOCK = Path(".dvc") / "tmp" / "posepipe-retrain.lock"
+
+
+@contextlib.contextmanager
+def workspace_lock(repo_dir: str | os.PathLike, wait: bool = False,
+                   on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the workspace for one retraining run: an OS lock (``flock``) on ``<repo>/.dvc/tmp/posepipe-retrain.lock``,
+    released by the kernel when the holder dies. DVC's own lock covers one ``dvc`` command only, and the MPII images
+    are read through a link DVC does not track, so two overlapping runs could re-make the sample under a training
+    stage. Busy: :class:`WorkspaceBusy` naming the holder's PID, or with ``wait`` block until it is free (``on_wait``
+    hears the holder once)."""
+    path = Path(repo_dir) / WORKSPACE_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            if not wait:
+                raise WorkspaceBusy(f"{repo_dir}: another retraining run (PID {holder}) is using this workspace; "
+                                    "wait for it, or set retrain.if_busy: wait") from None
+            if on_wait is not None:
+                on_wait(holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)   # closing the descriptor releases the lock
 
 
 def resolve_remote(repo_dir: str | os.PathLike = ".", name: str | None = None) -> str | None:

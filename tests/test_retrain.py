@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,7 @@ def test_retrain_publishes_metrics_artifact_with_diff(tiny_dvc_repo: Path, prefe
     repo = tiny_dvc_repo
     # the server is known only to this process's Prefect settings: the stages get its URL from the flow
     monkeypatch.delenv("PREFECT_API_URL")
-    first = retrain(repo_dir=str(repo))
+    first = retrain(repo_dir=str(repo), log_file="runs/retrain/dvc_repro.log")
     assert f"prepared; PREFECT_API_URL = {prefect_api}" in (repo / "runs/retrain/dvc_repro.log").read_text()
     assert first["stages_run"] == ["prepare", "evaluate"]
     assert first["metrics"] == {"metrics/score.json": {"score": 2.0, "n": 3}}
@@ -165,7 +166,7 @@ def test_retrain_publishes_metrics_artifact_with_diff(tiny_dvc_repo: Path, prefe
     (repo / "params.yaml").write_text("scale: 2.0\n")
 
     capsys.readouterr()
-    state = retrain(repo_dir=str(repo), return_state=True)
+    state = retrain(repo_dir=str(repo), return_state=True, log_file="runs/retrain/dvc_repro.log")
     assert state.is_completed()
     summary = state.result()
     assert summary["stages_run"] == ["prepare", "evaluate"]
@@ -236,3 +237,44 @@ def test_cli_reads_params_section_and_reports_stage(tmp_path: Path, prefect_api:
     assert p.returncode == 1
     assert "error in retrain: stage 'prepare' failed" in p.stderr
     assert "Running stage 'prepare'" in (repo / "logs/r.log").read_text()
+
+
+def test_one_retraining_run_per_workspace(tmp_path: Path) -> None:
+    """A second run refuses (naming the holder's PID) or waits; the kernel frees the lock of a killed holder."""
+    import signal
+
+    from tasks.pipeline import WorkspaceBusy, workspace_lock
+
+    root = Path(__file__).resolve().parents[1]
+    code = (f"import sys, time; sys.path.insert(0, {str(root)!r}); from tasks.pipeline import workspace_lock; "
+            f"lock = workspace_lock({str(tmp_path)!r}); lock.__enter__(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(WorkspaceBusy, match=f"PID {holder.pid}"):
+            with workspace_lock(tmp_path):
+                pass
+        heard: list[str] = []
+        killer = threading.Timer(1.0, lambda: holder.send_signal(signal.SIGKILL))
+        killer.start()
+        with workspace_lock(tmp_path, wait=True, on_wait=heard.append):   # waits until the holder is gone
+            assert heard == [str(holder.pid)] and holder.poll() is not None
+    finally:
+        holder.kill()
+
+
+def test_each_run_has_its_own_log() -> None:
+    from flows.retrain import run_log_file
+
+    name = run_log_file("runs/retrain/dvc_{run}.log")
+    assert re.fullmatch(r"runs/retrain/dvc_\d{8}T\d{6}Z-\d+\.log", name), name
+    assert run_log_file("fixed.log") == "fixed.log" and run_log_file(None) is None
+
+
+def test_bad_if_busy_names_the_params_field(tmp_path: Path) -> None:
+    from flows.retrain import retrain_settings
+    from pose.io import PoseDataError
+
+    (tmp_path / "params.yaml").write_text("retrain:\n  if_busy: sometimes\n")
+    with pytest.raises(PoseDataError, match=r"retrain\.if_busy"):
+        retrain_settings(str(tmp_path / "params.yaml"))
