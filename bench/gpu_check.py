@@ -27,8 +27,6 @@ if str(ROOT) not in sys.path:  # `python bench/gpu_check.py` puts bench/ first, 
 
 WARMUP_STEPS = 3
 CACHED_BATCHES = 4
-FPD_ROLES = ("teacher", "student", "student_fpd", "student_fpd_unlabeled")
-OPENPOSE_STEPS = ("step1", "step2", "step3")
 
 
 @dataclass
@@ -172,9 +170,13 @@ def run_case(stage: str, build: Callable[[], tuple[Any, Any, Callable, Any]], st
 
 
 def cases(params: dict[str, Any]) -> Iterable[tuple[str, Callable]]:
-    for role in FPD_ROLES:
-        yield f"train_hourglass@{role}", (lambda r=role: fpd_case(params, r))
-    for step in OPENPOSE_STEPS:
+    from pose.recipes.fpd import DISTILLED, ROLES
+    from pose.recipes.openpose import STEPS
+
+    for role in ROLES:  # the dvc.yaml stage that trains the role
+        stage = "distill_hourglass" if role in DISTILLED else "train_hourglass"
+        yield f"{stage}@{role}", (lambda r=role: fpd_case(params, r))
+    for step in STEPS:
         yield f"openpose@{step}", (lambda s=step: openpose_case(params, s))
 
 

@@ -73,8 +73,7 @@ class OpenedModel:
         """One line: where the settings came from and the ones the family reads."""
         used = ", ".join(f"{k}={getattr(options, k)}" for k in self.family.predict_fields)
         origin = "recorded in the model file" if self.info is not None else "defaults (the file records none)"
-        stages = (self.info.arch or {}).get("num_refinement_stages") if self.info is not None else None
-        run = f", network {self.info.arch}" if stages is not None else ""
+        run = f", network {self.info.arch}" if self.info is not None and self.info.arch is not None else ""
         return f"settings: {used} ({origin}, flags override){run}"
 
 
@@ -104,23 +103,33 @@ def _check_family(fam: str | None, path: Path) -> Family:
         raise PoseDataError(path, str(e), field="family") from None
 
 
+def load_as(path: str | os.PathLike, ckpt: dict, arch: dict, field: str = "arch") -> tuple[Any, Any]:
+    """``(module in eval mode, load report)``: the network of ``arch`` with the checkpoint ``ckpt`` (read from
+    ``path``) loaded into it partially, as LWOP's ``val.py`` feeds a 3-refinement-stage file to a 1-stage network.
+    Tensors of the file that the network lacks are left over (in the report); anything the network needs that the
+    file lacks, or has in another shape, is a :class:`PoseDataError` naming ``field``."""
+    from pose.checkpoint import load_weights
+    from pose.families import build_model
+
+    module = build_model(arch)
+    report = load_weights(module, ckpt, strict=False, name=str(path))
+    if report.missing or report.mismatched:
+        raise PoseDataError(path, f"does not fit the network {arch}: " + report.problems(), field=field)
+    return module.eval(), report
+
+
 def load_torch(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict, ModelInfo | None]:
     """``(module in eval mode, arch, info)`` of a checkpoint. When the record names a smaller network to run than
     the one trained (OpenPose step 3 run with its first refinement stage), that network is built and the file loaded
-    into it partially; anything it needs that the file lacks is an error."""
-    from pose.checkpoint import extract_state_dict, infer_arch, load_checkpoint, load_model, load_weights
-    from pose.families import build_model
+    into it partially (:func:`load_as`)."""
+    from pose.checkpoint import extract_state_dict, infer_arch, load_checkpoint, load_model
 
     path = Path(path)
     ckpt = load_checkpoint(path)
     info = model_info.from_checkpoint(ckpt, path)
     arch = ckpt.get("arch") if isinstance(ckpt.get("arch"), dict) else infer_arch(extract_state_dict(ckpt)[0])
     if info is not None and info.arch is not None and info.arch != arch:
-        module = build_model(info.arch)
-        report = load_weights(module, ckpt, strict=False, name=str(path))
-        if report.missing or report.mismatched:
-            raise PoseDataError(path, f"does not fit the network it records ({info.arch}): " + report.problems(),
-                                field="inference.arch")
+        module, _ = load_as(path, ckpt, info.arch, field="inference.arch")
         arch = info.arch
     else:
         module, _ = load_model(path)

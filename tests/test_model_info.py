@@ -128,3 +128,13 @@ def test_export_at_an_untrained_size_fails_the_accuracy_check(hourglass_files, t
     export_model(root / "model.pt", tmp_path / "wrong", input_shape=(1, 3, 128, 128), latency_runs=0)
     with pytest.raises(ExportAccuracyError, match="Mean"):
         export_accuracy(root / "model.pt", tmp_path / "wrong", ann, images, gt, max_drop=0.5)
+
+
+def test_a_record_naming_a_network_the_file_cannot_fill_is_an_error(tmp_path):
+    arch = {"family": "openpose", "num_refinement_stages": 0}
+    info = of_family(OPENPOSE, (96, 96), PredictOptions(height=192, mode="val"),
+                     arch={"family": "openpose", "num_refinement_stages": 1})
+    save_model(tmp_path / "m.pt", build_model(arch), arch, inference=info.to_record())
+    with pytest.raises(PoseDataError, match="refinement_stages.0") as e:
+        open_model(tmp_path / "m.pt")
+    assert e.value.field == "inference.arch"

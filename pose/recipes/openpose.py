@@ -280,12 +280,10 @@ def load_eval_model(path: str | os.PathLike, num_refinement_stages: int = 1) -> 
     if arch.get("family") != OPENPOSE.name:
         raise PoseDataError(path, f"not an OpenPose model (family {arch.get('family')!r})", field="arch.family")
     arch["num_refinement_stages"] = int(num_refinement_stages)
-    model = build_model(arch)
-    report = load_weights(model, ckpt, strict=False, name=str(path))
-    if report.missing or report.mismatched:
-        raise PoseDataError(path, f"does not fit a {num_refinement_stages}-stage network: " + report.problems(),
-                            field="state_dict")
-    return model.eval(), report_dict(report)
+    from pose.model_file import load_as
+
+    model, report = load_as(path, ckpt, arch, field="state_dict")
+    return model, report_dict(report)
 
 
 def make_predictor(forward: Any, evaluation: OpenPoseEval) -> Any:
