@@ -13,6 +13,7 @@ probe off. Start the server once with ``prefect server start --host 127.0.0.1`` 
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -129,12 +130,38 @@ def watch_parents(interval: float = 1.0) -> None:
     threading.Thread(target=loop, name="posepipe-parent-watch", daemon=True).start()
 
 
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class _RunErrorsOffTheConsole(logging.Filter):
+    """Drops Prefect's ERROR records of flow and task runs (a failed run's traceback, twice, and its 'Finished in
+    state Failed' lines: ~70 lines before the one line that matters) from the terminal. They still reach Prefect's
+    API handler, so the run's log in the Prefect UI keeps them; ``POSEPIPE_DEBUG=1`` keeps them on the terminal.
+    Nothing is lost on the terminal: a user-facing error is printed by :func:`run_flow` on one line, any other
+    error propagates and Python prints its traceback once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith(RUN_LOGGERS))
+
+
+def quiet_run_errors() -> None:
+    """Install :class:`_RunErrorsOffTheConsole` on the console handlers (Prefect's, on the root logger)."""
+    if os.environ.get("POSEPIPE_DEBUG", "") not in ("", "0"):
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not any(
+                isinstance(f, _RunErrorsOffTheConsole) for f in handler.filters):
+            handler.addFilter(_RunErrorsOffTheConsole())
+
+
 def run_flow(flow: Callable[..., Any], *, clean_errors: tuple[type[BaseException], ...] = (), **kwargs: Any) -> Any:
     """Call ``flow(**kwargs)`` against the cheapest available Prefect API; for the project's user-facing errors
     (:func:`clean_error_types`: bad input, a diverged run, a failed parity check or dvc stage, or any type in
     ``clean_errors``) print ``error in <flow>: <message>`` and exit 1. Any other error keeps its traceback.
+    Prefect's own copies of a failed run's traceback stay off the terminal (:func:`quiet_run_errors`).
     The process ends when its launcher dies (:func:`watch_parents`)."""
     watch_parents()
+    quiet_run_errors()
     url = resolve_api_url()
     try:
         if url is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from pose.io import PoseDataError
+from pose.io import PoseDataError, regular_file
 
 PARAMS_FILE = Path(os.environ.get("POSEPIPE_PARAMS", "params.yaml"))
 
@@ -19,13 +19,18 @@ def load_params(*sections: str, path: str | os.PathLike | None = None) -> dict[s
     field). For an optional section, load the whole file and ``.get`` it.
     """
     p = Path(path) if path else PARAMS_FILE
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise PoseDataError(p, "params file not found (run flows from the repository root, or set POSEPIPE_PARAMS)")
-    with open(p) as f:
-        try:
+    regular_file(p, "params file")
+    try:
+        with open(p, encoding="utf-8") as f:
             params = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise PoseDataError(p, f"not valid YAML: {e}") from None
+    except yaml.YAMLError as e:
+        raise PoseDataError(p, f"not valid YAML: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError as e:
+        raise PoseDataError(p, f"not UTF-8 text (byte {e.start}: binary, or another encoding such as UTF-16)") from None
+    except RecursionError:
+        raise PoseDataError(p, "YAML nested too deeply to be a params file") from None
     if not isinstance(params, dict):
         raise PoseDataError(p, f"must be a mapping of sections, got {type(params).__name__}")
     if not sections:

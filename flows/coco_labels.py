@@ -4,15 +4,17 @@ from __future__ import annotations
 from prefect import flow
 
 from flows._main import run_flow
-from flows._params import load_params
+from flows._params import load_params, params_source
+from pose.data.settings import COCO_LABELS_KEYS, CocoSettings
 from tasks.coco import convert_coco_labels
 
 
 @flow(name="coco_labels")
 def coco_labels(params: dict | None = None) -> dict:
     p = params or load_params("coco")["coco"]
-    summary = convert_coco_labels(p["train_annotations"], p["train_images"], p["labels_out"],
-                                  int(p.get("label_net_input", 368)), bool(p.get("skip_unreadable_images", False)))
+    s = CocoSettings.from_params(p, params_source(), keys=COCO_LABELS_KEYS)   # every setting, before any file
+    summary = convert_coco_labels(s.train_annotations, s.train_images, s.labels_out, s.label_net_input,
+                                  s.skip_unreadable_images)
     print(f"coco_labels: {summary['entries']} entries from {summary['images']} images → {summary['out']}"
           f" ({summary['skipped_images']} missing/unreadable images skipped)")
     return summary

@@ -14,6 +14,7 @@ from prefect import flow
 
 from flows._main import run_flow
 from flows._params import load_params, params_source, path_settings, section
+from pose.data.settings import COCO_EVAL_KEYS, CocoSettings
 from pose.recipes.openpose import STAGES, STEPS, OpenPoseSettings
 from tasks.openpose import draw_openpose_predictions, evaluate_openpose
 
@@ -21,19 +22,21 @@ from tasks.openpose import draw_openpose_predictions, evaluate_openpose
 @flow(name="eval_coco")
 def eval_coco(params: dict | None = None) -> dict:
     p = params or load_params()
-    paths, coco = path_settings(p), section(p, "coco")
-    evaluation = OpenPoseSettings.from_params(section(p, "openpose"), params_source()).eval
+    source = params_source()
+    paths = path_settings(p)                     # every setting, before any file
+    coco = CocoSettings.from_params(section(p, "coco"), source, keys=COCO_EVAL_KEYS)
+    evaluation = OpenPoseSettings.from_params(section(p, "openpose"), source).eval
     out = {}
     for step in STEPS:
         model = paths.model(STAGES[step])
-        m = evaluate_openpose(model, coco["val_subset_out"], coco["val_images"], evaluation,
+        m = evaluate_openpose(model, coco.val_subset_out, coco.val_images, evaluation,
                               str(Path(paths.metrics) / "coco" / f"{step}.json"),
                               str(Path(paths.predictions) / "coco" / f"{step}.json"),
                               str(Path(paths.records) / "coco" / f"{step}.json"))
         out[step] = m
         print(f"eval_coco {step}: AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  "
               f"APm {m['APm']:.3f}  APl {m['APl']:.3f}  AR {m['AR']:.3f}  ({m['images']} images)")
-        draw_openpose_predictions(model, coco["val_subset_out"], coco["val_images"], evaluation,
+        draw_openpose_predictions(model, coco.val_subset_out, coco.val_images, evaluation,
                                   str(Path(paths.plots) / f"coco_predictions_{step}.png"))
     return out
 

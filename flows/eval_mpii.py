@@ -16,7 +16,7 @@ from prefect import flow
 from flows._main import run_flow
 from flows._params import load_params, params_source, path_settings, section
 from pose.evaluation.pckh import format_table
-from pose.recipes.fpd import ROLES, STAGES, FpdSettings, MpiiEvalFiles, MpiiPaths
+from pose.recipes.fpd import ROLES, STAGES, FpdSettings, MpiiEvalFiles, MpiiPaths, read_mpii
 from tasks.fpd import evaluate_mpii
 
 
@@ -24,14 +24,15 @@ from tasks.fpd import evaluate_mpii
 def eval_mpii(params: dict | None = None) -> dict:
     p = params or load_params()
     paths, source = path_settings(p), params_source()
+    settings = FpdSettings.from_params(section(p, "fpd"), source)     # every setting, before any file
+    mpii = read_mpii(section(p, "mpii"), source)
     plots = Path(paths.plots)
     files = MpiiEvalFiles(metrics_dir=str(Path(paths.metrics) / "mpii"), records_dir=str(Path(paths.records) / "mpii"),
                           preds_dir=str(Path(paths.models) / "eval_mpii"),
                           curve_dir=str(plots / "pckh"), curve_png=str(plots / "pckh_curve.png"),
                           grid_png=str(plots / "mpii_predictions.png"))
     models = {role: paths.model(STAGES[role]) for role in ROLES}
-    results = evaluate_mpii(models, MpiiPaths.from_params(section(p, "mpii"), source),
-                            FpdSettings.from_params(section(p, "fpd"), source), files)
+    results = evaluate_mpii(models, MpiiPaths.of(mpii), settings, files)
     print(format_table(results))
     return json.loads(json.dumps(results, default=str))
 

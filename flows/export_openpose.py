@@ -12,6 +12,7 @@ from prefect import flow
 
 from flows._main import run_flow
 from flows._params import load_params, params_source, path_settings, section
+from pose.data.settings import COCO_EVAL_KEYS, CocoSettings
 from pose.recipes.openpose import STAGES, STEPS, OpenPoseSettings
 from tasks.openpose import export_openpose_model
 
@@ -19,10 +20,12 @@ from tasks.openpose import export_openpose_model
 @flow(name="export_openpose")
 def export_openpose(params: dict | None = None) -> dict:
     p = params or load_params()
-    paths, coco = path_settings(p), section(p, "coco")
-    settings = OpenPoseSettings.from_params(section(p, "openpose"), params_source())
+    source = params_source()
+    paths = path_settings(p)                     # every setting, before any file
+    coco = CocoSettings.from_params(section(p, "coco"), source, keys=COCO_EVAL_KEYS)
+    settings = OpenPoseSettings.from_params(section(p, "openpose"), source)
     m = export_openpose_model(paths.model(STAGES[STEPS[-1]]), str(Path(paths.models) / "export_openpose"),
-                              coco["val_subset_out"], coco["val_images"], settings.eval, settings.export,
+                              coco.val_subset_out, coco.val_images, settings.eval, settings.export,
                               str(Path(paths.records) / "export_openpose.json"),
                               str(Path(paths.metrics) / "export_openpose"))
     print("export_openpose: max abs diff " + ", ".join(f"{k} {v:.2g}" for k, v in m["max_abs_diff"].items()))

@@ -10,7 +10,7 @@ from prefect import flow
 
 from flows._main import run_flow
 from flows._params import load_params, params_source, path_settings, section
-from pose.recipes.fpd import STAGES, FpdSettings, MpiiPaths
+from pose.recipes.fpd import STAGES, FpdSettings, MpiiPaths, read_mpii
 from tasks.fpd import export_hourglass_student
 
 
@@ -18,9 +18,10 @@ from tasks.fpd import export_hourglass_student
 def export_student(params: dict | None = None) -> dict:
     p = params or load_params()
     paths, source = path_settings(p), params_source()
-    settings = FpdSettings.from_params(section(p, "fpd"), source)
+    settings = FpdSettings.from_params(section(p, "fpd"), source)     # every setting, before any file
+    mpii = read_mpii(section(p, "mpii"), source)
     m = export_hourglass_student(paths.model(STAGES["student_fpd"]), str(Path(paths.models) / "export_student"),
-                                 MpiiPaths.from_params(section(p, "mpii"), source), settings.export,
+                                 MpiiPaths.of(mpii), settings.export,
                                  str(Path(paths.records) / "export_student.json"),
                                  str(Path(paths.metrics) / "export_student"))
     lat = ", ".join(f"{k} {v['median_ms']:.1f} ms" for k, v in m.get("latency_ms", {}).items())

@@ -5,6 +5,7 @@ from prefect import flow
 
 from flows._main import run_flow
 from flows._params import PARAMS_FILE, load_params
+from pose.data.synthetic import sample_settings
 from tasks.sample import generate_sample
 
 
@@ -12,7 +13,8 @@ from tasks.sample import generate_sample
 def make_sample(params: dict | None = None) -> dict:
     source = "make_sample(params=...)" if params else str(PARAMS_FILE)
     p = params or load_params("sample")["sample"]
-    return generate_sample(p["out"], p, source=source)
+    out, config = sample_settings(p, source)          # every setting, before anything is written
+    return generate_sample(out, config)
 
 
 if __name__ == "__main__":

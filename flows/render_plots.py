@@ -1,7 +1,8 @@
 """``python -m flows.render_plots``: training-curve PNGs of every training run, ``<paths.plots>/training_<stage>.png``.
 
-Params: ``render_plots.stages`` (training stage names whose ``<paths.runs>/<stage>/live`` DVCLive directories are
-drawn); without it every ``<paths.runs>/*/live`` found is drawn.
+Params: ``render_plots.stages`` (a list of the pipeline's training stages,
+:func:`pose.recipes.stages.training_stages`, whose ``<paths.runs>/<stage>/live`` DVCLive directories are drawn);
+without it every ``<paths.runs>/*/live`` found is drawn.
 """
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ from pathlib import Path
 from prefect import flow
 
 from flows._main import run_flow
-from flows._params import load_params, path_settings
+from flows._params import load_params, params_source, path_settings
 from pose.io import PoseDataError
 from pose.plots import find_live_dirs
+from pose.recipes.stages import RenderPlotsSettings
+from pose.settings import from_mapping
 from tasks.plots import render_training_curves
 
 
 @flow(name="render_plots")
 def render_plots(params: dict | None = None) -> dict:
     p = params if params is not None else load_params()
-    paths = path_settings(p)
+    paths = path_settings(p)                     # every setting, before any file
+    stages = from_mapping(RenderPlotsSettings, p.get("render_plots"), params_source(), "render_plots").stages
     runs_dir, out_dir = Path(paths.runs), Path(paths.plots)
-    stages = (p.get("render_plots") or {}).get("stages")  # the section is optional
     if stages is None:
         live_dirs = find_live_dirs(runs_dir)
     else:

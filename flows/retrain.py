@@ -22,8 +22,11 @@ import time
 
 _T_START = time.perf_counter()  # `python -m flows.retrain`: the total it prints includes the imports below
 
+import dataclasses  # noqa: E402
 import os  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Literal  # noqa: E402
 
 from prefect import flow  # noqa: E402
 from prefect.logging import get_run_logger  # noqa: E402
@@ -35,34 +38,38 @@ from tasks.pipeline import (StageFailed, SyncFailed, WorkspaceBusy, collect_metr
                             pull_args, push_args, repro_args, resolve_remote, workspace_lock)
 
 ARTIFACT_KEY = "posepipe-metrics"
-DEFAULTS = {
-    "cron": "0 3 * * *",
-    "targets": [],
-    "force": False,
-    "diff_rev": "HEAD",
-    "artifact_key": ARTIFACT_KEY,
-    "log_file": "runs/retrain/dvc_{run}.log",   # {run}: the run's start time and PID, so runs never share a log
-    "if_busy": "refuse",            # another retraining run holds the workspace: refuse | wait
-    "work_pool": "posepipe-process",
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    """The optional ``retrain`` section of the params file (typed by :func:`pose.settings.from_mapping`)."""
+
+    cron: str = "0 3 * * *"
+    targets: list[str] = field(default_factory=list)     # dvc repro targets; [] = the whole pipeline
+    force: bool = False
+    diff_rev: str = "HEAD"
+    artifact_key: str = ARTIFACT_KEY
+    log_file: str | None = "runs/retrain/dvc_{run}.log"  # {run}: the run's start time and PID (one log per run)
+    if_busy: Literal["refuse", "wait"] = "refuse"        # another retraining run holds the workspace: refuse | wait
+    work_pool: str = "posepipe-process"
     # remote sync (optional keys of params.yaml: retrain; README "Scheduled retraining")
-    "remote": None,                 # DVC remote name; null = `dvc remote default` (none configured: no sync)
-    "pull": True,                   # pull missing outputs / restore from the remote's run-cache before repro
-    "push": True,                   # push outputs and run-cache after a successful repro
-    "fail_on_push_error": False,    # true: a failed push fails the run (see retrain() for the default)
-}
+    remote: str | None = None        # DVC remote name; null = `dvc remote default` (none configured: no sync)
+    pull: bool = True                # pull missing outputs / restore from the remote's run-cache before repro
+    push: bool = True                # push outputs and run-cache after a successful repro
+    fail_on_push_error: bool = False  # true: a failed push fails the run (see retrain() for the default)
+
+
+DEFAULTS = dataclasses.asdict(RetrainSettings())
 
 
 def retrain_settings(path: str | None = None) -> dict:
-    """``params.yaml: retrain`` over :data:`DEFAULTS` (the section is optional)."""
-    section = load_params(path=path).get("retrain") or {}
-    settings = {**DEFAULTS, **section}
-    if settings["if_busy"] not in ("refuse", "wait"):
-        from flows._params import params_source
-        from pose.io import PoseDataError
+    """``params.yaml: retrain`` over :data:`DEFAULTS` (the section is optional), every value typed
+    (:class:`RetrainSettings`: a quoted ``"false"`` is not false, an unknown key is an error naming it)."""
+    from flows._params import params_source
+    from pose.settings import from_mapping
 
-        raise PoseDataError(path or params_source(), f"must be refuse or wait, got {settings['if_busy']!r}",
-                            field="retrain.if_busy")
-    return settings
+    section = load_params(path=path).get("retrain")
+    return dataclasses.asdict(from_mapping(RetrainSettings, section, path or params_source(), "retrain"))
 
 
 @flow(name="retrain")

@@ -16,7 +16,8 @@ from prefect import flow
 from flows._main import run_stage, training_line
 from flows._params import load_params, params_source, path_settings, section
 from pose.recipes.common import StageFiles
-from pose.recipes.fpd import DISTILLED, ROLES, STAGES, FpdRun, FpdSettings, MpiiPaths
+from pose.recipes.fpd import (DISTILLED, ROLES, STAGES, WITH_UNLABELED, FpdRun, FpdSettings, MpiiPaths,
+                              read_mpii)
 from tasks.fpd import train_hourglass_role
 
 
@@ -25,9 +26,10 @@ from tasks.fpd import train_hourglass_role
 def train_hourglass(role: str = "teacher", params: dict | None = None) -> dict:
     p = params or load_params()
     paths, source = path_settings(p), params_source()
+    settings = FpdSettings.from_params(section(p, "fpd"), source)     # every setting, before any file
+    mpii = read_mpii(section(p, "mpii"), source, unlabeled=role in WITH_UNLABELED)
     teacher = paths.model(STAGES["teacher"]) if role in DISTILLED else None
-    run = FpdRun(settings=FpdSettings.from_params(section(p, "fpd"), source), role=role,
-                 data=MpiiPaths.from_params(section(p, "mpii"), source),
+    run = FpdRun(settings=settings, role=role, data=MpiiPaths.of(mpii),
                  files=StageFiles.of(paths, STAGES[role], "fpd_train"), teacher=teacher, source=source)
     summary = train_hourglass_role(run)
     print(training_line(f"train_hourglass {role}", summary))

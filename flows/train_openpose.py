@@ -16,7 +16,8 @@ from prefect import flow
 from flows._main import run_stage, training_line
 from flows._params import load_params, params_source, path_settings, section
 from pose.recipes.common import StageFiles
-from pose.recipes.openpose import STAGES, STEPS, CocoTrainData, OpenPoseRun, OpenPoseSettings
+from pose.recipes.openpose import (STAGES, STEPS, CocoTrainData, OpenPoseRun, OpenPoseSettings,
+                                   check_init_weights)
 from tasks.openpose import train_openpose_step
 
 
@@ -25,13 +26,16 @@ from tasks.openpose import train_openpose_step
 def train_openpose(step: str = "step1", params: dict | None = None) -> dict:
     p = params or load_params()
     source = params_source()
+    paths = path_settings(p)                     # every setting, before any work
     settings = OpenPoseSettings.from_params(section(p, "openpose"), source)
-    index = STEPS.index(step)
-    init = settings.imagenet_weights if index == 0 else path_settings(p).model(STAGES[STEPS[index - 1]])
     data = CocoTrainData.from_params(section(p, "coco"), source)
+    index = STEPS.index(step)
+    if index == 0:
+        check_init_weights(settings.imagenet_weights, source)
+    init = settings.imagenet_weights if index == 0 else paths.model(STAGES[STEPS[index - 1]])
     summary = train_openpose_step(OpenPoseRun(
         settings=settings, step=step, data=data, init=init, source=source,
-        files=StageFiles.of(path_settings(p), STAGES[step], "openpose_train")))
+        files=StageFiles.of(paths, STAGES[step], "openpose_train")))
     print(training_line(f"train_openpose {step}", summary))
     init_info = summary.get("init") or {}
     if init_info.get("source"):

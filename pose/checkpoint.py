@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from pose.io import PoseDataError, atomic_path
+from pose.io import PoseDataError, atomic_path, regular_file
 
 # wrappers that prefix every key: DataParallel / DistributedDataParallel, torch.compile
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -51,14 +50,15 @@ def _numpy_safe_globals() -> list:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint file safely (tensors, containers, plain values and numpy scalars only)."""
-    path = Path(path)
-    if not path.exists():
-        raise PoseDataError(path, "checkpoint file does not exist")
+    path = regular_file(path, "checkpoint file")
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt / unsafe files
-        raise PoseDataError(path, f"cannot load checkpoint ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0].strip()
+        if "Weights only load failed" in str(e):   # torch's multi-page advice on weights_only, in one line
+            first = "not a plain tensor checkpoint (weights_only loading refused its content; nothing was executed)"
+        raise PoseDataError(path, f"cannot load checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(obj, dict):
         raise PoseDataError(path, f"checkpoint holds a {type(obj).__name__}, expected a dict")
     return obj
@@ -199,6 +199,10 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, Any]
     if strict and not report.complete:
         raise PoseDataError(name, f"weights do not fit the {type(target).__name__} (strict loading, {layout}): "
                                   + report.problems(max_keys=3))
+    bad = [k for k, v in to_load.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # a diverged or corrupted model would give NaN keypoints, or a results JSON with bare NaN
+        raise PoseDataError(name, f"weights are not finite (NaN or inf) in {len(bad)} tensor(s), first {bad[0]!r}",
+                            field="state_dict")
     target.load_state_dict(to_load, strict=False)
     report.loaded = list(to_load)
     return report

@@ -17,7 +17,6 @@ import argparse
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -36,6 +35,7 @@ from pose.predict.pose import confidence, select_poses
 PREDICT_OUT = "pose_out"
 BACKENDS = ("torch", "torch_cl", "onnxruntime", "openvino_f32", "openvino")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_FRAME_SLACK = 1   # frames a container's count may over-announce before a short read counts as truncation
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
@@ -82,11 +82,14 @@ def _frames(source: Path) -> tuple[str, Iterator[tuple[str | int, str, np.ndarra
                 while True:
                     ok, frame = cap.read()
                     if not ok:
-                        return
+                        break
                     yield i, str(i), frame
                     i += 1
             finally:
                 cap.release()
+            if i == 0 or i < count - VIDEO_FRAME_SLACK:
+                raise PoseDataError(source, f"video ended after {i} of the {count} frames its header announces "
+                                    "(truncated or corrupt)")
 
         return "video", gen(), count, fps, size
     return "images", iter([(image_id(source), source.stem, read_image(source))]), 1, 0.0, (0, 0)
@@ -149,9 +152,49 @@ def predict_options(model: OpenedModel, args: argparse.Namespace) -> PredictOpti
         raise SystemExit(f"error: {e}") from None
 
 
+PARTIAL_EVERY_S = 2.0   # pose predict rewrites its partial results at most this often (and when an image fails)
+
+
+def _stopped_message(error: Exception, current: str | None, done: int, count: int, is_video: bool, no_images: bool,
+                     out_dir: Path, partial_path: Path) -> str:
+    """Where ``pose predict`` stopped and what it leaves: ``stopped at image 3 of 5 (<file>): <problem>; 2 images
+    done, their drawings are in <out> and their poses in <json>.partial (marked incomplete)``."""
+    noun = "frame" if is_video else "image"
+    # a failure while reading the next image names its file; one while predicting, the image in progress
+    where = str(error.path) if isinstance(error, PoseDataError) and current is None else str(current or "?")
+    detail = str(error) or type(error).__name__
+    if detail.startswith(f"{where}: "):
+        detail = detail[len(where) + 2:]
+    if is_video or no_images:
+        kept = f"their poses are in {partial_path} (marked incomplete)" + ("; no video was written" if is_video else "")
+    else:
+        kept = f"their drawings are in {out_dir} and their poses in {partial_path} (marked incomplete)"
+    return (f"stopped at {noun} {done + 1} of {count or '?'} ({where}): {detail}; {done} {noun}"
+            f"{'' if done == 1 else 's'} done, {kept}")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Poses of every image / frame of ``args.source``: drawings (or a video) in ``--out``, results in the JSON.
+
+    Outputs (pose/outputs.py), checked before any image is read: ``--out`` is a folder output (created and marked,
+    or an empty or marked folder; a folder of someone else's, or a file, is refused), ``--json`` a file output (an
+    existing file must be the project's; a folder there is refused).
+
+    Partial state: while it runs, the results so far are in ``<json>.partial``, a JSON object
+    ``{"complete": false, "done": n, "of": N, "source": ..., "results": [...]}`` rewritten atomically as images
+    finish, at most every :data:`PARTIAL_EVERY_S` seconds (rewriting a growing file after each of thousands of
+    images would cost more than the predictions), and once more when an image fails. On success the JSON is written
+    (the list of result records, nothing else) and the ``.partial`` file is removed. On a failure after some images
+    are done the error says where it stopped and what is left, e.g. ``stopped at image 3 of 5 (<file>): <problem>;
+    2 images done, their drawings are in <out> and their poses in <json>.partial (marked incomplete)``: bad input
+    (:class:`PoseDataError`) as a one-line error, any other error with its traceback and that line as a note. A
+    failure of the first image is that image's own error (nothing is kept).
+    """
+    import time
+
     from tqdm import tqdm
 
+    from pose import outputs
     from pose.tracking import OneEuroFilter, PoseTracker
 
     model = open_model(args.model, args.family, args.backend, args.threads, args.device)
@@ -159,8 +202,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     source, out_dir = Path(args.source), Path(args.out)
     kind, frames, count, fps, size = _frames(source)
     is_video = kind == "video"
+    json_path = Path(args.json) if args.json else out_dir / f"{source.stem}_predictions.json"
+    partial_path = json_path.with_name(json_path.name + ".partial")
+    outputs.claim_file(json_path)
+    outputs.claim_file(partial_path)
+    if is_video or not args.no_images or not args.json:    # --out is written to
+        outputs.prepare_folder(out_dir, "posepipe predict")
     euro = {"freq": args.smooth_freq, "mincutoff": args.smooth_mincutoff, "beta": args.smooth_beta}
     results: list[dict] = []
+    done, kept, current = 0, 0, None   # images finished, their records, the name of the one in progress
+    saved_at = time.monotonic()
+
+    def save_partial() -> None:
+        nonlocal saved_at
+        saved_at = time.monotonic()
+        first = not partial_path.exists()
+        write_json(partial_path, {"complete": False, "done": done, "of": count, "source": str(source),
+                                  "results": results})
+        if first:
+            outputs.record_file(partial_path)
+
     video = _VideoOut(out_dir / f"{source.stem}_pose{args.video_ext}", fps, size) if is_video else None
     ok = False
     try:
@@ -175,35 +236,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if not fam.multi_person and args.smooth else None
         min_confidence = fam.min_confidence if args.min_confidence is None else args.min_confidence
         threshold = args.draw_threshold if args.draw_threshold is not None else fam.draw_threshold
-        for image_id, name, image in tqdm(frames, total=count or None, desc="predict", unit="frame" if is_video else "img",
-                                    disable=count <= 1 or args.quiet):
-            drawn = image
-            poses = select_poses(predictor(image), min_confidence, args.max_people)
-            ids: list[int | None] = [None] * len(poses)
-            if tracker is not None:
-                poses = tracker.update(poses)
-                ids = [p.id for p in poses] if args.track else ids
-            for pose, pid in zip(poses, ids):
-                if smoother is not None:
-                    pose.keypoints[:, :2] = smoother(pose.keypoints[:, :2])
-                r = fam.result_record(image_id, pose)
-                r["raw_score"], r["score"] = r["score"], round(confidence(pose.keypoints), 4)  # the family's score, 0-1 one
-                if pid is not None:
-                    r["track_id"] = int(pid)
-                results.append(r)
-                drawn = _draw(drawn, pose.keypoints, fam.skeleton, threshold, pid)
-            if video is not None:
-                video.write(drawn)
-            elif not args.no_images:
-                from pose.io import write_image
+        try:
+            for image_id, name, image in tqdm(frames, total=count or None, desc="predict",
+                                              unit="frame" if is_video else "img", disable=count <= 1 or args.quiet):
+                current = name
+                drawn = image
+                poses = select_poses(predictor(image), min_confidence, args.max_people)
+                ids: list[int | None] = [None] * len(poses)
+                if tracker is not None:
+                    poses = tracker.update(poses)
+                    ids = [p.id for p in poses] if args.track else ids
+                for pose, pid in zip(poses, ids):
+                    if smoother is not None:
+                        pose.keypoints[:, :2] = smoother(pose.keypoints[:, :2])
+                    r = fam.result_record(image_id, pose)
+                    # the family's score, and a 0-1 one
+                    r["raw_score"], r["score"] = r["score"], round(confidence(pose.keypoints), 4)
+                    if pid is not None:
+                        r["track_id"] = int(pid)
+                    results.append(r)
+                    drawn = _draw(drawn, pose.keypoints, fam.skeleton, threshold, pid)
+                if video is not None:
+                    video.write(drawn)
+                elif not args.no_images:
+                    from pose.io import write_image
 
-                write_image(out_dir / f"{name}_pose.jpg", drawn)
+                    write_image(out_dir / f"{name}_pose.jpg", drawn)
+                done, kept, current = done + 1, len(results), None
+                if done != count and time.monotonic() - saved_at >= PARTIAL_EVERY_S:
+                    save_partial()
+        except Exception as e:
+            if done == 0:                      # nothing to keep: the error is the image's own
+                raise
+            del results[kept:]                 # records of the image that failed half-way
+            save_partial()
+            message = _stopped_message(e, current, done, count, is_video, args.no_images, out_dir, partial_path)
+            if isinstance(e, PoseDataError):
+                raise PoseDataError(source, message) from e
+            e.add_note(f"pose predict: {message}")
+            raise
         ok = True
     finally:
         if video is not None:
             video.close(ok)
-    json_path = Path(args.json) if args.json else out_dir / f"{source.stem}_predictions.json"
     write_json(json_path, results)
+    partial_path.unlink(missing_ok=True)
+    outputs.record_file(json_path)
     written = video.path if video is not None else out_dir
     n_items = video.frames if video is not None else count
     print(f"pose predict: {fam.name} model ({model.backend.name}) on {n_items} "
@@ -212,6 +290,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # ======================================================================================================== export
+MAX_INPUT_ELEMENTS = 1 << 25   # N*H*W of an input batch: 32 M pixels = 384 MB of f32 input, far more in activations
+
+
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -221,12 +302,21 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
         raise argparse.ArgumentTypeError(f"input shape must be N,C,H,W integers, got {text!r}") from None
     if len(shape) != 4 or shape[1] != 3 or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"input shape must be N,3,H,W, got {text!r}")
+    n, _, h, w = shape
+    if not (16 <= h <= 4096 and 16 <= w <= 4096) or n > 256 or n * h * w > MAX_INPUT_ELEMENTS:
+        raise argparse.ArgumentTypeError(f"input shape {text!r} out of range: H and W 16-4096, N <= 256, "
+                                         f"N*H*W <= {MAX_INPUT_ELEMENTS} (a batch that size needs gigabytes)")
     return shape
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pose import export
+    """Export ``args.checkpoint``; ``--out`` is a folder output and ``--json`` a file output (pose/outputs.py),
+    both checked before the export starts."""
+    from pose import export, outputs
 
+    if args.json:
+        outputs.claim_file(args.json)
+    outputs.prepare_folder(args.out, "posepipe export")
     if args.threads:
         import torch
 
@@ -246,6 +336,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"  latency {name:<20} median {lat['median_ms']:.2f} ms")
     if args.json:
         write_json(args.json, metrics, indent=2)
+        outputs.record_file(args.json)
     return 0
 
 
@@ -329,12 +420,16 @@ def format_bench_table(rows: Sequence[dict]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark ``args.model``; ``--json`` is a file output (pose/outputs.py), checked before the runs."""
+    from pose import outputs
     from pose.export import measure_latency
 
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
     bad = [n for n in names if n not in BACKENDS]
     if bad:
         raise SystemExit(f"error: unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
+    if args.json:
+        outputs.claim_file(args.json)
     model_path = Path(args.model)
     with tempfile.TemporaryDirectory(prefix="pose-bench-") as tmp:
         family, opened, skipped = _bench_backends(model_path, args.family, names, args.threads, args.input_shape,
@@ -352,11 +447,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         write_json(args.json, {"model": str(model_path), "family": family, "input_shape": list(shape),
                                "warmup": args.warmup, "runs": args.runs, "results": rows, "skipped": skipped},
                    indent=2)
+        outputs.record_file(args.json)
     return 0
 
 
 # ======================================================================================================== eval
 def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate ``args.model``; ``--json``, ``--results`` and ``--preds-mat`` are file outputs (pose/outputs.py),
+    checked before the model runs."""
+    from pose import outputs
+
+    written = [Path(p) for p in (args.json, args.preds_mat or args.results) if p]
+    for path in written:
+        outputs.claim_file(path)
     model = open_model(args.model, args.family, args.backend, args.threads, args.device)
     predict = predict_options(model, args)
     options = EvalOptions(dataset=Path(args.dataset), images=Path(args.images) if args.images else None,
@@ -370,17 +473,67 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {"model": str(model.path), "family": model.family.name, "dataset": str(args.dataset),
                                "backend": model.backend.name, "metrics": result}, indent=2)
+    for path in written:
+        outputs.record_file(path)
     return 0
 
 
 # ======================================================================================================== parser
+def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False,
+            what: str = "") -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind(text)`` that is finite and within ``[low, high]`` (``(low, high]`` with
+    ``low_open``); anything else is an argument error naming the option (argparse adds its name)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if kind is float and not np.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if too_low or (high is not None and value > high):
+            bound = (f"> {low:g}" if low_open else f">= {low:g}") if high is None else \
+                f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be {what or bound}, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+COUNT = _number(int, 0)
+THREADS = _number(int, 1, 256)
+INPUT_RES = _number(int, 16, 2048)        # hourglass crop side; 100000 would allocate tens of GB
+HEIGHT = _number(int, 32, 4096)           # openpose network input height
+POSITIVE = _number(float, 0.0, low_open=True)
+NON_NEGATIVE = _number(float, 0.0)
+FINITE = _number(float)
+FRACTION = _number(float, 0.0, 1.0)
+
+
+def _device(text: str) -> str:
+    """``--device``: a torch device name this machine has."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a torch device name (cpu, cuda, cuda:1), got {text!r}") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"only cpu and cuda devices are supported, got {text!r}")
+    return text
+
+
 def _add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--family", choices=tuple(FAMILIES), help="model family (default: from the checkpoint or output names)")
     if backend:
         p.add_argument("--backend", choices=BACKENDS,
                        help="runtime (default: torch for .pt, onnxruntime for .onnx, openvino_f32 for .xml; "
                             "'openvino' = OpenVINO's default precision, bf16 where the CPU has it)")
-    p.add_argument("--threads", type=int, help="intra-op threads of the runtime")
+    p.add_argument("--threads", type=THREADS, help="intra-op threads of the runtime")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,33 +548,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--out", default=PREDICT_OUT,
                    help=f"output folder (default: {PREDICT_OUT}; the pipeline's own results are in predictions/)")
-    p.add_argument("--min-confidence", type=float,
+    p.add_argument("--min-confidence", type=FRACTION,
                    help="keep poses whose confidence (0-1: mean keypoint peak, missing keypoints 0) is at least this "
                         "(default: the family's; openpose 0.2 drops fragments of a few keypoints, hourglass 0)")
-    p.add_argument("--max-people", type=int, default=None, help="keep at most this many poses per image, most "
+    p.add_argument("--max-people", type=POSITIVE_INT, default=None, help="keep at most this many poses per image, most "
                                                                  "confident first (default: no limit)")
-    p.add_argument("--device", default="cpu", help="torch device for .pt models: cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--device", type=_device, default="cpu", help="torch device for .pt models: cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--json", help="results JSON path (default: OUT/<source stem>_predictions.json)")
     p.add_argument("--track", action="store_true", help="video: assign person ids across frames (openpose)")
     p.add_argument("--smooth", action="store_true", help="video: One Euro smoothing of the keypoints")
-    p.add_argument("--smooth-freq", type=float, default=15.0, help="One Euro frequency (default 15)")
-    p.add_argument("--smooth-mincutoff", type=float, default=1.0, help="One Euro min cutoff (default 1)")
-    p.add_argument("--smooth-beta", type=float, default=0.05, help="One Euro beta (default 0.05)")
-    p.add_argument("--height", type=int, help="openpose: network input height (default: the model's, else "
+    p.add_argument("--smooth-freq", type=POSITIVE, default=15.0, help="One Euro frequency (default 15)")
+    p.add_argument("--smooth-mincutoff", type=POSITIVE, default=1.0, help="One Euro min cutoff (default 1)")
+    p.add_argument("--smooth-beta", type=NON_NEGATIVE, default=0.05, help="One Euro beta (default 0.05)")
+    p.add_argument("--height", type=HEIGHT, help="openpose: network input height (default: the model's, else "
                                               f"{PredictOptions.height})")
     p.add_argument("--mode", choices=("val", "demo"), help="openpose: LWOP's val path (maps at image size) or demo "
                                                           "path (maps x4); default: the model's, else demo")
-    p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else "
+    p.add_argument("--input-res", type=INPUT_RES, help="hourglass: crop size (default: the model's, else "
                                                  f"{PredictOptions.input_res})")
-    p.add_argument("--center", type=float, nargs=2, metavar=("X", "Y"),
+    p.add_argument("--center", type=FINITE, nargs=2, metavar=("X", "Y"),
                    help="hourglass: person centre in pixels (default: image centre)")
-    p.add_argument("--scale", type=float,
+    p.add_argument("--scale", type=POSITIVE,
                    help="hourglass: MPII scale (person height / 200 px); default: the whole image is the crop")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, help="hourglass: flip test (default: the model's)")
     p.add_argument("--decode", choices=DECODE_METHODS,
                    help="hourglass: heatmap decode (default: the model's; reference: FPD-U's, argmax ±0.25 and "
                         "integer image coordinates; argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
-    p.add_argument("--draw-threshold", type=float, help="draw keypoints whose score exceeds this")
+    p.add_argument("--draw-threshold", type=FINITE, help="draw keypoints whose score exceeds this")
     p.add_argument("--video-ext", default=".mp4", choices=(".mp4", ".avi"), help="video output container")
     p.add_argument("--no-images", action="store_true", help="write only the JSON for image inputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -435,10 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "1,3,256,456 openpose)")
     p.add_argument("--family", choices=tuple(FAMILIES), help="model family (default: from the checkpoint)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity checks")
-    p.add_argument("--atol", type=float, default=ExportSettings.atol,
+    p.add_argument("--atol", type=NON_NEGATIVE, default=ExportSettings.atol,
                    help=f"parity bound, max abs difference (default {ExportSettings.atol:g})")
-    p.add_argument("--latency-runs", type=int, default=0, help="also time each backend (default 0: no timing)")
-    p.add_argument("--threads", type=int, help="intra-op threads")
+    p.add_argument("--latency-runs", type=COUNT, default=0, help="also time each backend (default 0: no timing)")
+    p.add_argument("--threads", type=THREADS, help="intra-op threads")
     p.add_argument("--json", help="write the export metrics here")
     p.set_defaults(func=cmd_export)
 
@@ -449,8 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint (.pt), ONNX (.onnx) or OpenVINO IR (.xml)")
     p.add_argument("--input-shape", type=_parse_shape, help="N,3,H,W (default: the family's export shape)")
     p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated (default: {','.join(BACKENDS)})")
-    p.add_argument("--runs", type=int, default=20, help="timed runs (default 20)")
-    p.add_argument("--warmup", type=int, default=5, help="warm-up runs (default 5)")
+    p.add_argument("--runs", type=POSITIVE_INT, default=20, help="timed runs (default 20)")
+    p.add_argument("--warmup", type=COUNT, default=5, help="warm-up runs (default 5)")
     p.add_argument("--json", help="write the results here")
     _add_model_args(p, backend=False)
     p.set_defaults(func=cmd_bench)
@@ -463,20 +616,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="image folder (default: guessed beside the dataset file)")
     p.add_argument("--gt", help="hourglass: protocol .mat (default: gt_val.mat / detections_our_format.mat beside "
                                 "the dataset)")
-    p.add_argument("--input-res", type=int, help="hourglass: crop size (default: the model's, else "
+    p.add_argument("--input-res", type=INPUT_RES, help="hourglass: crop size (default: the model's, else "
                                                  f"{PredictOptions.input_res})")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, help="hourglass: flip test (default: the model's)")
     p.add_argument("--decode", choices=DECODE_METHODS,
                    help="hourglass: heatmap decode (default: the model's; reference: FPD-U's, argmax ±0.25 and "
                         "integer image coordinates; argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
-    p.add_argument("--batch-size", type=int, default=EvalOptions.batch_size, help="hourglass: batch size")
+    p.add_argument("--batch-size", type=_number(int, 1, 4096), default=EvalOptions.batch_size, help="hourglass: batch size")
     p.add_argument("--preds-mat", help="hourglass: also write the predictions .mat (1-based)")
-    p.add_argument("--height", type=int, help="openpose: network input height (default: the model's, else "
+    p.add_argument("--height", type=HEIGHT, help="openpose: network input height (default: the model's, else "
                                               f"{PredictOptions.height})")
     p.add_argument("--mode", choices=("val", "demo"), help="openpose: LWOP's val path (maps at image size) or demo "
                                                           "path (maps x4); default: the model's, else demo")
     p.add_argument("--results", help="openpose: also write the COCO results json")
-    p.add_argument("--device", default="cpu", help="torch device for .pt models: cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--device", type=_device, default="cpu", help="torch device for .pt models: cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--json", help="write the metrics here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_args(p)
@@ -484,13 +637,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def clean_error_types() -> tuple[type[BaseException], ...]:
+    """The errors ``pose`` reports on one line: bad input (:class:`PoseDataError`, which also covers the typed
+    errors of the export checks), a diverged model and OS errors on a named file (permissions, a full disk)."""
+    from pose.export import ParityError
+
+    return (PoseDataError, ParityError, OSError)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and not isinstance(e, PoseDataError):
+        where = e.filename if e.filename is not None else "?"
+        return f"{where}: {e.strerror or e}"
+    return str(e)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``pose`` script; returns the exit status (bad input: message on stderr, status 1)."""
+    """Entry point of the ``pose`` script; returns the exit status. Bad arguments: argparse's usage error
+    (status 2); bad input and the project's own verdicts (:func:`clean_error_types`): one line on stderr, status 1.
+    Anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (PoseDataError, FileNotFoundError) as e:
-        print(f"pose {args.command}: error: {e}", file=sys.stderr)
+    except clean_error_types() as e:
+        print(f"pose {args.command}: error: {_message(e)}", file=sys.stderr)
         return 1
 
 

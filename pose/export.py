@@ -30,6 +30,7 @@ from pose.families import family as family_named
 from pose import model_info
 from pose.io import PoseDataError, atomic_path
 from pose.model_info import ModelInfo
+from pose.settings import positive
 
 __all__ = [
     "ExportSettings", "ParityError", "io_names", "export_shape", "export_onnx", "export_openvino", "verify",
@@ -50,6 +51,20 @@ class ExportSettings:
     # the largest drop of the family's headline metric (PCKh Mean points, AP) an f32 export may show against torch
     # on the val set; None: measured and reported, not enforced
     max_accuracy_drop: float | None = None
+
+    def check(self, source: str, prefix: str) -> None:
+        """Ranges (:func:`pose.settings.from_mapping` calls this wherever the settings are read): an image batch
+        ``[N, 3, H, W]`` of positive sides, at least one parity input, non-negative tolerances and counts."""
+        if self.input_shape is not None:
+            if min(self.input_shape) < 1 or self.input_shape[1] != 3:
+                raise PoseDataError(source, f"must be [N, 3, H, W] with N, H, W >= 1, got {list(self.input_shape)}",
+                                    field=f"{prefix}.input_shape")
+        positive(source, f"{prefix}.verify_inputs", self.verify_inputs, 1)
+        positive(source, f"{prefix}.atol", self.atol, 0.0)
+        positive(source, f"{prefix}.latency_runs", self.latency_runs, 0)
+        positive(source, f"{prefix}.latency_warmup", self.latency_warmup, 0)
+        positive(source, f"{prefix}.threads", self.threads, 1)
+        positive(source, f"{prefix}.max_accuracy_drop", self.max_accuracy_drop, 0.0)
 
 
 class ParityError(AssertionError):

@@ -8,6 +8,6 @@ from pose.data import synthetic
 
 
 @task(cache_policy=NO_CACHE)
-def generate_sample(out_dir: str, config: dict, source: str = "settings") -> dict:
-    """``source`` names where ``config`` came from, for the error messages (e.g. the params file)."""
-    return synthetic.generate_sample(out_dir, synthetic.SampleConfig.from_params(config, source=source))
+def generate_sample(out_dir: str, config: synthetic.SampleConfig) -> dict:
+    """Write the sample of ``config`` (read and checked by :func:`pose.data.synthetic.sample_settings`)."""
+    return synthetic.generate_sample(out_dir, config)

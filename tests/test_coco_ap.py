@@ -1,4 +1,5 @@
 import json
+import re
 
 import cv2
 import numpy as np
@@ -140,3 +141,73 @@ def test_evaluate_predictor_runs_every_image(tmp_path):
     metrics, results = evaluate_predictor(predictor, path, images, progress=False)
     assert len(results) == len(data["annotations"])
     assert metrics["AP"] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------------ bad ground truth
+def _crowd(data, segmentation):
+    data["annotations"].append({"id": 99, "image_id": 1, "category_id": 1, "iscrowd": 1, "keypoints": [0] * 51,
+                                "num_keypoints": 0, "bbox": [0, 0, 10, 10], "area": 100.0,
+                                "segmentation": segmentation})
+
+
+BAD_GT = [
+    # pycocotools would fail deep inside computeOks on a string coordinate
+    (lambda d: d["annotations"][0]["keypoints"].__setitem__(0, "10"), "keypoints", r"annotation id 1: non-numeric"),
+    # pycocotools would accept these silently (keypoint OKS never reads a segmentation)
+    (lambda d: _crowd(d, {"size": [240, 320], "counts": [5, 5]}), "segmentation", r"annotation id 99: RLE counts cover"),
+    (lambda d: _crowd(d, "crowd"), "segmentation", r"annotation id 99: must be a list of polygons"),
+    (lambda d: d["annotations"][1]["keypoints"].__setitem__(0, 400.0), "keypoints",
+     r"annotation id 2: labelled keypoint 0 .* outside the image \[0, 320\]×\[0, 240\]"),
+]
+
+
+def _bad_gt(tmp_path, mutate):
+    path, data = _gt(tmp_path, np.random.default_rng(4))
+    data["annotations"][1]["keypoints"][2] = 2               # keypoint 0 of annotation 2 labelled
+    mutate(data)
+    path.write_text(json.dumps(data))
+    return path, data
+
+
+@pytest.mark.parametrize("mutate, field, message", BAD_GT)
+def test_malformed_ground_truth_is_rejected_before_pycocotools(tmp_path, mutate, field, message):
+    path, data = _bad_gt(tmp_path, mutate)
+    with pytest.raises(PoseDataError, match=message) as e:
+        evaluate_coco(path, poses_to_coco_results(1, _perfect_poses(data, 1)))
+    assert e.value.field == field and e.value.path == str(path)
+
+    def predictor(image):
+        raise AssertionError("no image may be predicted on a bad ground truth file")
+
+    with pytest.raises(PoseDataError, match=message):
+        evaluate_predictor(predictor, path, tmp_path / "no_images", progress=False)
+
+
+@pytest.fixture(scope="module")
+def openpose_model(tmp_path_factory):
+    import torch
+
+    from pose.checkpoint import save_model
+    from pose.families import build_model
+
+    arch = {"family": "openpose", "num_refinement_stages": 0}
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("op") / "openpose.pt"
+    save_model(path, build_model(arch), arch)
+    return path
+
+
+@pytest.mark.parametrize("with_images", [True, False])
+@pytest.mark.parametrize("mutate, field, message", BAD_GT[:2])
+def test_pose_eval_rejects_malformed_ground_truth(openpose_model, tmp_path, capsys, mutate, field, message,
+                                                   with_images):
+    from pose.cli import main
+
+    path, _ = _bad_gt(tmp_path, mutate)
+    images = tmp_path / "images"
+    images.mkdir()
+    argv = ["eval", str(openpose_model), "--dataset", str(path), "--quiet"]
+    assert main(argv + (["--images", str(images)] if with_images else [])) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pose eval: error: ") and str(path) in err and f"field '{field}'" in err
+    assert re.search(message, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -193,6 +193,154 @@ def test_validation_errors_name_file_annotation_and_field(tmp_path, mutate, fiel
     assert str(path) in str(e.value)
 
 
+def _crowd_rle(compressed: bool) -> dict:
+    m = np.zeros((H, W), np.uint8)
+    m[100:140, 200:260] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    if compressed:
+        return {"size": [H, W], "counts": rle["counts"].decode("ascii")}
+    flat = m.ravel(order="F")
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    return {"size": [H, W], "counts": ([0] if flat[0] else []) + runs}
+
+
+def _mutated_file(tmp_path, mutate):
+    """Image 1 (640×480): person 11 (polygon) and crowd 12 (compressed RLE); ``mutate`` edits the parsed json."""
+    anns = [ann(11, 1, [10, 10, 100, 100]),
+            ann(12, 1, [200, 100, 60, 40], keypoints=[0.0] * 51, num_keypoints=0, iscrowd=1,
+                segmentation=_crowd_rle(True))]
+    path, _ = coco_file(tmp_path, [image(1)], anns, make_images=False)
+    data = json.loads(path.read_text())
+    mutate(data)
+    path.write_text(json.dumps(data))      # NaN / Infinity as Python writes them (read_json accepts them)
+    return path
+
+
+def _seg(aid, seg):
+    return lambda d: d["annotations"][aid - 11].update(segmentation=seg)
+
+
+def _kp(index, value):
+    return lambda d: d["annotations"][0]["keypoints"].__setitem__(index, value)
+
+
+def _box(box):
+    return lambda d: d["annotations"][0].update(bbox=box)
+
+
+@pytest.mark.parametrize("mutate, field, message", [
+    # segmentation: polygons (person 11)
+    (_seg(11, "0 0 1 0 1 1"), "segmentation", r"annotation id 11: must be a list of polygons or an RLE.*got str"),
+    (_seg(11, None), "segmentation", r"annotation id 11: .*got NoneType"),
+    (_seg(11, [0, 0, 10, 0, 10, 10]), "segmentation", r"annotation id 11: a list of numbers; expected a list of po"),
+    (_seg(11, [[0, 0, 10, 0, 10, 10], 5]), "segmentation", r"annotation id 11: polygon 1 is a int, not a list"),
+    (_seg(11, [[0, 0, 10, 0, 10, 10], {"a": 1}]), "segmentation", r"annotation id 11: polygon 1 is a dict"),
+    (_seg(11, [[0, 0, 10, 0, 10]]), "segmentation", r"annotation id 11: polygon 0 has 5 values; expected an even"),
+    (_seg(11, [[0, 0, 10, 0]]), "segmentation", r"annotation id 11: polygon 0 has 4 values"),
+    (_seg(11, [[0, 0, 10, 0, 10, 10], []]), "segmentation", r"annotation id 11: polygon 1 has 0 values"),
+    (_seg(11, [[0, 0, 10, 0, 10, "10"]]), "segmentation", r"annotation id 11: polygon values must be finite num"),
+    (_seg(11, [[0, 0, 10, 0, 10, True]]), "segmentation", r"annotation id 11: polygon values .*got True"),
+    (_seg(11, [[0, 0, 10, 0, 10, float("nan")]]), "segmentation", r"annotation id 11: polygon values .*nan"),
+    (_seg(11, [[0, 0, 10, 0, 10, float("inf")]]), "segmentation", r"annotation id 11: polygon values .*inf"),
+    (_seg(11, [[0, 0, 10, 0, 10, 10 ** 400]]), "segmentation", r"annotation id 11: polygon values"),
+    (_seg(11, [[0, 0, 10, 0, 10, None]]), "segmentation", r"annotation id 11: polygon values .*None"),
+    # segmentation: RLE (crowd 12)
+    (_seg(12, []), "segmentation", r"annotation id 12: crowd annotation with an empty segmentation"),
+    (_seg(12, dict(_crowd_rle(True), size=[480.0, 640])), "segmentation", r"annotation id 12: RLE size must be \[h"),
+    (_seg(12, dict(_crowd_rle(True), size=[480])), "segmentation", r"annotation id 12: RLE size must be"),
+    (_seg(12, dict(_crowd_rle(True), size="480x640")), "segmentation", r"annotation id 12: RLE size must be"),
+    (_seg(12, {"counts": _crowd_rle(True)["counts"]}), "segmentation", r"annotation id 12: RLE size must be"),
+    (_seg(12, dict(_crowd_rle(True), size=[W, H])), "segmentation",
+     r"annotation id 12: RLE size \[640, 480\] differs from the image's \[height, width\] \[480, 640\]"),
+    (_seg(12, dict(_crowd_rle(False), size=[100, 100])), "segmentation", r"annotation id 12: RLE size .* differs"),
+    (_seg(12, dict(_crowd_rle(False), counts=[10, -5, H * W - 5])), "segmentation",
+     r"annotation id 12: uncompressed RLE counts must be non-negative integers"),
+    (_seg(12, dict(_crowd_rle(False), counts=[10, "5", H * W - 15])), "segmentation",
+     r"annotation id 12: uncompressed RLE counts must be non-negative integers"),
+    (_seg(12, dict(_crowd_rle(False), counts=[10, 5.0, H * W - 15])), "segmentation",
+     r"annotation id 12: uncompressed RLE counts must be non-negative integers"),
+    (_seg(12, dict(_crowd_rle(False), counts=[10, 5, H * W])), "segmentation",
+     r"annotation id 12: RLE counts cover 307215 pixels, expected height × width = 307200"),
+    (_seg(12, dict(_crowd_rle(True), counts="\u00e9t\u00e9")), "segmentation",
+     r"annotation id 12: compressed RLE counts are not a valid"),
+    (_seg(12, dict(_crowd_rle(True), counts="0h")), "segmentation", r"annotation id 12: compressed RLE"),  # truncated
+    (_seg(12, dict(_crowd_rle(True), counts="~~")), "segmentation", r"annotation id 12: compressed RLE"),
+    (_seg(12, dict(_crowd_rle(True), counts=mask_utils.encode(np.ones((4, 4), np.uint8, order="F"))["counts"]
+                   .decode())), "segmentation", r"annotation id 12: RLE counts cover 16 pixels"),
+    (_seg(12, dict(_crowd_rle(True), counts=5)), "segmentation",
+     r"annotation id 12: RLE counts must be a list of integers or a compressed string, got int"),
+    (lambda d: d["annotations"][1].pop("segmentation"), "segmentation", r"annotation id 12: crowd annotation witho"),
+    # keypoints: only JSON numbers, labelled ones inside the image
+    (_kp(0, "15"), "keypoints", r"annotation id 11: non-numeric value '15'"),
+    (_kp(1, True), "keypoints", r"annotation id 11: non-numeric value True"),
+    (_kp(2, False), "keypoints", r"annotation id 11: non-numeric value False"),
+    (_kp(1, None), "keypoints", r"annotation id 11: non-numeric value None"),
+    (_kp(1, [1]), "keypoints", r"annotation id 11: non-numeric value \[1\]"),
+    (_kp(3, float("inf")), "keypoints", r"annotation id 11: values must be finite"),
+    (_kp(3, -0.5), "keypoints", r"annotation id 11: labelled keypoint 1 \(v=2\) at \(-0.5, 17\) lies outside the ima"),
+    (_kp(4, -3), "keypoints", r"annotation id 11: labelled keypoint 1 .* at \(16, -3\) lies outside"),
+    (_kp(6, W + 1.5), "keypoints", r"annotation id 11: labelled keypoint 2 .* at \(641.5, 19\) lies outside the image "
+                                   r"\[0, 640\]×\[0, 480\]"),
+    (_kp(7, H + 2), "keypoints", r"annotation id 11: labelled keypoint 2"),
+    (lambda d: d["annotations"][0]["keypoints"].__setitem__(slice(48, 51), [700, 10, 1]), "keypoints",
+     r"annotation id 11: labelled keypoint 16 \(v=1\)"),
+    # bbox: only JSON numbers, not completely outside the image
+    (_box([10, "10", 100, 100]), "bbox", r"annotation id 11: non-numeric value '10'"),
+    (_box([10, 10, True, 100]), "bbox", r"annotation id 11: non-numeric value True"),
+    (_box([10, 10, 10 ** 400, 100]), "bbox", r"annotation id 11: value out of range"),
+    (_box([10, 10, -1, 100]), "bbox", r"annotation id 11: values must be finite with width, height ≥ 0"),
+    (_box([W, 10, 5, 5]), "bbox", r"annotation id 11: box \[640, 10, 5, 5\] lies completely outside the image 640×480"),
+    (_box([10, H + 3, 5, 5]), "bbox", r"annotation id 11: box .* lies completely outside"),
+    (_box([-20, 10, 20, 5]), "bbox", r"annotation id 11: box .* lies completely outside"),
+    (_box([10, -20.5, 5, 20]), "bbox", r"annotation id 11: box .* lies completely outside"),
+])
+def test_malformed_annotations_are_rejected_at_load(tmp_path, mutate, field, message):
+    path = _mutated_file(tmp_path, mutate)
+    with pytest.raises(PoseDataError, match=message) as e:
+        load_coco_keypoints(path)
+    assert e.value.field == field and e.value.path == str(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: None,
+    _seg(12, _crowd_rle(False)),                                               # uncompressed RLE
+    _seg(12, [[200, 100, 260, 100, 260, 140, 200, 140]]),                      # a crowd polygon
+    _seg(12, dict(_crowd_rle(True), counts=mask_utils.encode(np.zeros((H, W), np.uint8, order="F"))["counts"]
+                  .decode())),                                                # an empty mask
+    _seg(11, [[0, 0, 10, 0, 10, 10], [20.5, 20, 30, 20, 30, 30.25]]),          # several polygons, floats
+    _seg(11, []),                                                               # a person without polygons
+    lambda d: d["annotations"][0].pop("segmentation"),                          # or without the field
+    _kp(6, W + 1.0), _kp(7, H + 1.0), _kp(3, 0.0),                             # on the border (1 px margin)
+    lambda d: d["annotations"][0]["keypoints"].__setitem__(slice(48, 51), [-50, 900, 0]),   # unlabelled: any x, y
+    _box([-5, -5, 10, 10]), _box([630, 470, 50, 50]),                          # partly outside
+])
+def test_valid_variants_are_accepted(tmp_path, mutate):
+    path = _mutated_file(tmp_path, mutate)
+    data = load_coco_keypoints(path)
+    assert [a["id"] for a in data["annotations"]] == [11, 12]
+
+
+def test_sample_crowd_rle_strings_decode_like_pycocotools():
+    """The RLE string check reads the run lengths pycocotools encodes (masks of every kind)."""
+    from pose.data.coco import _rle_string_counts
+
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        h, w = (int(v) for v in rng.integers(1, 120, 2))
+        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        if t % 3 == 0:
+            m[:] = 0
+            m[rng.integers(0, h):, rng.integers(0, w):] = 1
+        rle = mask_utils.encode(np.asfortranarray(m))
+        counts = _rle_string_counts(rle["counts"].decode("ascii"))
+        flat = m.ravel(order="F")
+        edges = np.flatnonzero(np.diff(flat)) + 1
+        runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+        assert counts.tolist() == ([0] if flat[0] else []) + runs
+
+
 def test_val_subset(tmp_path):
     images = [image(i) for i in range(1, 11)]
     anns = [ann(100 + i, (i % 10) + 1, [10, 10, 100, 100]) for i in range(25)]
@@ -252,6 +400,7 @@ def test_centre_distance_ties_follow_the_reference_arithmetic(tmp_path, first, s
     assert _reference_select(people) == expected
     assert _select_people(people) == expected
     # the same through the whole conversion
-    anns = [ann(1, 7, list(first)), ann(2, 7, list(second))]
+    # keypoints inside the image (the second box starts above it)
+    anns = [ann(1, 7, list(first)), ann(2, 7, list(second), keypoints=full_person(second[0] + 5, 5))]
     path, img_dir = coco_file(tmp_path, [image(7)], anns)
     assert len(convert_labels(path, img_dir, net_input=368)) == len(expected)

@@ -245,6 +245,20 @@ def test_every_stage_depends_on_the_whole_pose_package():
     assert not lacking, f"dvc.yaml stages without a dep covering the whole '{POSE_DIR}' directory: {lacking}"
 
 
+@pytest.mark.slow
+def test_stages_reading_mpii_images_depend_on_the_link_target():
+    # the stages read MPII images through the symlink mpii.link; DVC hashes a symlink dep as the link, not what it
+    # points to, so a stage that reads the images (mpii_prep, which checks and links them, and every stage on its
+    # records) must depend on the folder itself, mpii.images
+    mpii = yaml.safe_load((ROOT / "params.yaml").read_text())["mpii"]
+    images, prepared = (os.path.normpath(mpii[k]) for k in ("images", "prepared"))
+    readers = {name: deps for name, cmd, deps in resolved_stages(ROOT)
+               if flow_module(cmd) == "flows.mpii_prep" or prepared in deps}
+    assert {"mpii_prep", "eval_mpii", "export_student", "train_hourglass@teacher"} <= set(readers)
+    lacking = sorted(name for name, deps in readers.items() if images not in deps)
+    assert not lacking, f"stages reading MPII images without a dep on {images} (mpii.images): {lacking}"
+
+
 def _copy_project(dst: Path) -> None:
     from dvc.repo import Repo
 

@@ -199,3 +199,33 @@ def test_a_stage_ends_when_its_launcher_dies(tmp_path):
         assert not _alive(pid)
     finally:
         launcher.kill()
+
+
+def test_prefect_run_errors_stay_off_the_console_unless_debugging(monkeypatch) -> None:
+    """Prefect's ERROR records of flow / task runs (a failed run's traceback) are dropped by the console handler's
+    filter; other records pass; POSEPIPE_DEBUG=1 installs no filter."""
+    import logging
+
+    from flows._main import _RunErrorsOffTheConsole, quiet_run_errors
+
+    def record(name: str, level: int) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, "msg", None, None)
+
+    f = _RunErrorsOffTheConsole()
+    assert not f.filter(record("prefect.task_runs", logging.ERROR))
+    assert not f.filter(record("prefect.flow_runs", logging.CRITICAL))
+    assert f.filter(record("prefect.flow_runs", logging.WARNING))
+    assert f.filter(record("posepipe", logging.ERROR))
+    handler = logging.StreamHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        monkeypatch.setenv("POSEPIPE_DEBUG", "1")
+        quiet_run_errors()
+        assert not handler.filters
+        monkeypatch.delenv("POSEPIPE_DEBUG")
+        quiet_run_errors()
+        quiet_run_errors()   # idempotent
+        assert [type(x) for x in handler.filters] == [_RunErrorsOffTheConsole]
+    finally:
+        root.removeHandler(handler)

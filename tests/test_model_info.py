@@ -3,7 +3,6 @@ export at a size the model was not trained at fails the accuracy check (pose.exp
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

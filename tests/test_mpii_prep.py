@@ -14,7 +14,7 @@ from pose.io import PoseDataError, write_image
 
 
 def record(i: int, val: int) -> dict:
-    js = [[10.0 + j + i, 20.0 + 2 * j, 1.0] for j in range(16)]
+    js = [[10.0 + j + i, 15.0 + 2 * j, 1.0] for j in range(16)]   # inside the 64×48 image
     js[9] = [0.0, 0.0, 0.0]  # an absent joint
     return {"dataset": "MPI", "isValidation": float(val), "img_paths": f"{i:09d}.jpg", "img_width": 64.0,
             "img_height": 48.0, "objpos": [30.0, 25.0], "joint_self": js, "scale_provided": 0.2,
@@ -69,6 +69,65 @@ def test_validation_errors_name_file_record_and_field(mpii, mutate, field, messa
         load_mpii_annotations(mpii["ann"])
     assert e.value.field == field and e.value.path == str(mpii["ann"])
     assert str(mpii["ann"]) in str(e.value)
+
+
+def _joint(j, value):
+    return lambda r: r["joint_self"].__setitem__(j, value)
+
+
+@pytest.mark.parametrize("mutate, field, message", [
+    # record 2's image is 64×48; joint_self is 1-based, an unlabelled joint is [0, 0, 0]
+    (_joint(3, [-0.5, 20.0, 1.0]), "joint_self", r"record 2: joint 3 at \(-0.5, 20\) lies outside the image 64×48"),
+    (_joint(3, [20.0, -2.0, 0.0]), "joint_self", r"record 2: joint 3 at \(20, -2\) lies outside"),
+    (_joint(3, [65.5, 20.0, 1.0]), "joint_self", r"record 2: joint 3 at \(65.5, 20\) lies outside"),
+    (_joint(15, [20.0, 49.5, 1.0]), "joint_self", r"record 2: joint 15 at \(20, 49.5\) lies outside"),
+    (_joint(9, [0.0, 0.0, 1.0 + 1e-9]), "joint_self", r"record 2: joint 9 visibility must be 0 or 1"),
+    (_joint(3, [20.0, 20.0, 2.0]), "joint_self", r"record 2: joint 3 visibility must be 0 or 1, got 2.0"),
+    (_joint(3, [20.0, 20.0, -1]), "joint_self", r"record 2: joint 3 visibility must be 0 or 1, got -1"),
+    (_joint(3, [20.0, 20.0, True]), "joint_self", r"record 2: joint 3 must be \[x, y, vis\] of finite numbers"),
+    (_joint(3, [20.0, 10 ** 400, 1]), "joint_self", r"record 2: joint 3 must be \[x, y, vis\] of finite numbers"),
+    (lambda r: r.update(objpos=[-6.0, 25.0]), "objpos", r"record 2: \[-6.0, 25.0\] lies outside the image 64×48"),
+    (lambda r: r.update(objpos=[30.0, 54.0]), "objpos", r"record 2: .* lies outside"),
+    (lambda r: r.update(objpos=[70.0, 25.0]), "objpos", r"record 2: .* lies outside"),
+    (lambda r: r.update(objpos=[30.0, -1.0e6]), "objpos", r"record 2: .* lies outside"),
+    (lambda r: r.update(img_paths="/data/mpii/images/000000002.jpg"), "img_paths",
+     r"record 2: must be a path inside the image folder \(relative, no '..'\), got '/data/mpii"),
+    (lambda r: r.update(img_paths="../000000002.jpg"), "img_paths", r"record 2: must be a path inside"),
+    (lambda r: r.update(img_paths="sub/../../x.jpg"), "img_paths", r"record 2: must be a path inside"),
+    (lambda r: r.update(img_paths="..\\x.jpg"), "img_paths", r"record 2: must be a path inside"),
+    (lambda r: r.update(img_paths="C:\\images\\x.jpg"), "img_paths", r"record 2: must be a path inside"),
+])
+def test_out_of_image_and_escaping_records_are_rejected(mpii, mutate, field, message):
+    records = json.loads(mpii["ann"].read_text())
+    mutate(records[2])
+    rewrite(mpii["ann"], records)
+    with pytest.raises(PoseDataError, match=message) as e:
+        load_mpii_annotations(mpii["ann"])
+    assert e.value.field == field and e.value.path == str(mpii["ann"])
+    assert str(mpii["ann"]) in str(e.value)
+
+
+@pytest.mark.parametrize("mutate", [
+    _joint(3, [65.0, 49.0, 1.0]),                 # the far border + 1 (1-based pixel centres reach w + 0.5)
+    _joint(3, [0.6, 0.4, 0.0]),                   # near the origin, occluded
+    _joint(3, [0, 0, 0]),                         # unlabelled, as ints
+    lambda r: r.update(objpos=[-1.0, -1.0]),      # the reference's "no centre" marker
+    lambda r: r.update(objpos=[68.0, -4.0]),      # a few px outside
+    lambda r: r.update(img_paths="sub/dir/x..y.jpg"),
+])
+def test_border_cases_are_accepted(mpii, mutate):
+    records = json.loads(mpii["ann"].read_text())
+    mutate(records[2])
+    rewrite(mpii["ann"], records)
+    assert len(load_mpii_annotations(mpii["ann"])) == 6
+
+
+def test_check_images_a_folder_is_no_image(mpii):
+    records = mpii["records"]
+    (mpii["images"] / records[2]["img_paths"]).unlink()
+    (mpii["images"] / records[2]["img_paths"]).mkdir()
+    with pytest.raises(PoseDataError, match=r"000000002\.jpg: field 'img_paths': image missing \(1 of 6"):
+        check_images(records, mpii["images"])
 
 
 def test_check_images(mpii):
@@ -175,7 +234,7 @@ def test_prepare_mpii(mpii):
     out, link = mpii["tmp"] / "prepared" / "mpii", mpii["tmp"] / "data" / "mpii" / "images"
     summary = prepare_mpii(mpii["images"], mpii["ann"], mpii["gt"], link, out)
     assert summary["train"] == 3 and summary["val"] == 3 and summary["images"] == 6
-    assert sorted(os.listdir(out)) == ["dataset.json", "gt_val.mat", "train.json", "val.json"]
+    assert sorted(os.listdir(out)) == [".posepipe-output", "dataset.json", "gt_val.mat", "train.json", "val.json"]
     from pose.data.mpii import prepared_images
 
     assert prepared_images(out / "val.json").resolve() == link.resolve()   # tools find the images like the stages

@@ -57,15 +57,19 @@ def test_bad_inputs_name_the_file(tmp_path):
 def test_render_plots_flow_body(tmp_path, monkeypatch):
     from flows.render_plots import render_plots
 
-    _live(tmp_path / "runs" / "a" / "live", epochs=2)
-    _live(tmp_path / "runs" / "b" / "live", epochs=3)
-    params = {"render_plots": {"stages": ["a", "b"]},
+    a, b, c = "train_teacher", "openpose_step1", "train_student"      # training stages of the pipeline
+    _live(tmp_path / "runs" / a / "live", epochs=2)
+    _live(tmp_path / "runs" / b / "live", epochs=3)
+    params = {"render_plots": {"stages": [a, b]},
               "paths": {"runs": str(tmp_path / "runs"), "plots": str(tmp_path / "plots")}}
     # the flow's body without a Prefect server; the task is called through its plain function
     import flows.render_plots as fr
     monkeypatch.setattr(fr, "render_training_curves", fr.render_training_curves.fn)
     summary = render_plots.fn(params)
-    assert {k: max(v["metrics"].values()) for k, v in summary.items()} == {"a": 2, "b": 3}
-    assert (tmp_path / "plots" / "training_a.png").is_file() and (tmp_path / "plots" / "training_b.png").is_file()
-    with pytest.raises(PoseDataError, match="does not exist"):
-        render_plots.fn({**params, "render_plots": {"stages": ["c"]}})
+    assert {k: max(v["metrics"].values()) for k, v in summary.items()} == {a: 2, b: 3}
+    assert (tmp_path / "plots" / f"training_{a}.png").is_file() and (tmp_path / "plots" / f"training_{b}.png").is_file()
+    with pytest.raises(PoseDataError, match="does not exist"):                  # a stage that has not run
+        render_plots.fn({**params, "render_plots": {"stages": [c]}})
+    with pytest.raises(PoseDataError, match="not a training stage") as err:      # no stage of the pipeline
+        render_plots.fn({**params, "render_plots": {"stages": ["train_nobody"]}})
+    assert err.value.field == "render_plots.stages" and "train_nobody" in str(err.value)

@@ -7,15 +7,18 @@ bbox corner; segmentations stay COCO objects), and the file is JSON instead of a
 """
 from __future__ import annotations
 
+import math
 import os
 import random
+from itertools import chain
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from pose.io import PoseDataError, read_json, require_keys, write_json
+from pose.io import PoseDataError, is_number, read_json, require_keys, write_json
+from pose.outputs import claim_file, record_file
 from pose.skeletons import get_skeleton
 
 COCO_NUM_KEYPOINTS = 17
@@ -43,30 +46,36 @@ def load_coco_keypoints(path: str | os.PathLike) -> dict:
             raise PoseDataError(path, "missing top-level key", field=key)
         if not isinstance(data[key], list):
             raise PoseDataError(path, f"must be a list, got {type(data[key]).__name__}", field=key)
-    image_ids = _validate_images(path, data["images"])
-    _validate_annotations(path, data["annotations"], image_ids)
+    image_sizes = _validate_images(path, data["images"])
+    _validate_annotations(path, data["annotations"], image_sizes)
     return data
 
 
-def _validate_images(path: str | os.PathLike, images: list) -> set:
-    ids: set = set()
+def _validate_images(path: str | os.PathLike, images: list) -> dict:
+    """Check every image; returns ``{image id: (width, height)}``."""
+    sizes: dict = {}
     for i, im in enumerate(images):
         if not isinstance(im, dict):
             raise PoseDataError(path, f"images[{i}] is not an object")
         require_keys(im, _IMAGE_FIELDS, path, where=f"images[{i}] (id {im.get('id')!r})")
         for f in ("width", "height"):
-            if not _is_number(im[f]) or im[f] <= 0:
+            if not is_number(im[f]) or im[f] <= 0:
                 raise PoseDataError(path, f"image id {im['id']!r}: must be a positive number, got {im[f]!r}", field=f)
         if not isinstance(im["file_name"], str) or not im["file_name"]:
             raise PoseDataError(path, f"image id {im['id']!r}: must be a non-empty string", field="file_name")
-        if im["id"] in ids:
+        if im["id"] in sizes:
             raise PoseDataError(path, f"image id {im['id']!r} appears twice", field="id")
-        ids.add(im["id"])
-    return ids
+        sizes[im["id"]] = (im["width"], im["height"])
+    return sizes
 
 
-def _validate_annotations(path: str | os.PathLike, annotations: list, image_ids: set) -> None:
+KEYPOINT_MARGIN = 1.0   # px past the right / bottom image border a labelled keypoint may lie (COCO: x ∈ [0, width])
+
+
+def _validate_annotations(path: str | os.PathLike, annotations: list, image_sizes: dict) -> None:
     seen: set = set()
+    polygons: list[list] = []          # every polygon, checked for numbers in bulk below ...
+    polygon_owner: list[int] = []      # ... with the index of its annotation
     for i, a in enumerate(annotations):
         if not isinstance(a, dict):
             raise PoseDataError(path, f"annotations[{i}] is not an object")
@@ -75,7 +84,7 @@ def _validate_annotations(path: str | os.PathLike, annotations: list, image_ids:
         if aid in seen:
             raise PoseDataError(path, f"annotation id {aid!r} appears twice", field="id")
         seen.add(aid)
-        if a["image_id"] not in image_ids:
+        if a["image_id"] not in image_sizes:
             raise PoseDataError(path, f"annotation id {aid!r}: image id {a['image_id']!r} is not in 'images'",
                                 field="image_id")
         kp = a["keypoints"]
@@ -87,22 +96,39 @@ def _validate_annotations(path: str | os.PathLike, annotations: list, image_ids:
         if not isinstance(bbox, list) or len(bbox) != 4:
             raise PoseDataError(path, f"annotation id {aid!r}: expected [x, y, w, h], got {bbox!r}", field="bbox")
         for f in ("num_keypoints", "area", "iscrowd"):
-            if not _is_number(a[f]):
+            if not is_number(a[f]):
                 raise PoseDataError(path, f"annotation id {aid!r}: must be a number, got {a[f]!r}", field=f)
-        if a["iscrowd"] and "segmentation" not in a:
+        if "segmentation" in a:
+            polys = _check_segmentation(path, aid, a["segmentation"], image_sizes[a["image_id"]], bool(a["iscrowd"]))
+            if polys:
+                polygons += polys
+                polygon_owner += [i] * len(polys)
+        elif a["iscrowd"]:
             raise PoseDataError(path, f"annotation id {aid!r}: crowd annotation without a segmentation",
                                 field="segmentation")
     if not annotations:
         return
+    bad = _first_non_number(polygons)
+    if bad is not None:
+        k, v = bad
+        raise PoseDataError(path, f"annotation id {annotations[polygon_owner[k]]['id']!r}: polygon values must be "
+                            f"finite numbers, got {v!r}", field="segmentation")
     # numeric checks vectorised over all annotations; locate the first offender for the message
-    for field, width in (("keypoints", 3 * COCO_NUM_KEYPOINTS), ("bbox", 4)):
+    sizes = np.asarray([image_sizes[a["image_id"]] for a in annotations], dtype=np.float64).reshape(-1, 2)
+    width, height = sizes[:, :1], sizes[:, 1:]
+    for field, n in (("keypoints", 3 * COCO_NUM_KEYPOINTS), ("bbox", 4)):
+        rows = [a[field] for a in annotations]
+        # np.asarray would turn "10" or true into numbers: only JSON numbers are accepted
+        bad = _first_non_number(rows, finite=False)
+        if bad is not None:
+            raise PoseDataError(path, f"annotation id {annotations[bad[0]]['id']!r}: non-numeric value {bad[1]!r}",
+                                field=field)
         try:
-            arr = np.asarray([a[field] for a in annotations], dtype=np.float64).reshape(len(annotations), width)
-        except (TypeError, ValueError):
-            bad = next((i for i, a in enumerate(annotations)
-                        if not all(isinstance(v, (int, float)) for v in a[field])), 0)
-            raise PoseDataError(path, f"annotation id {annotations[bad]['id']!r}: non-numeric value",
-                                field=field) from None
+            arr = np.asarray(rows, dtype=np.float64).reshape(len(annotations), n)
+        except OverflowError:           # an integer beyond float range
+            bad = _first_non_number(rows)
+            raise PoseDataError(path, f"annotation id {annotations[bad[0]]['id'] if bad else '?'!r}: "
+                                "value out of range", field=field) from None
         bad_rows = ~np.isfinite(arr).all(axis=1)
         if field == "keypoints":
             bad_rows |= ~np.isin(arr[:, 2::3], (0, 1, 2)).all(axis=1)
@@ -111,12 +137,125 @@ def _validate_annotations(path: str | os.PathLike, annotations: list, image_ids:
             bad_rows |= (arr[:, 2:] < 0).any(axis=1)
             problem = "values must be finite with width, height ≥ 0"
         if bad_rows.any():
-            bad = int(np.argmax(bad_rows))
-            raise PoseDataError(path, f"annotation id {annotations[bad]['id']!r}: {problem}", field=field)
+            b = int(np.argmax(bad_rows))
+            raise PoseDataError(path, f"annotation id {annotations[b]['id']!r}: {problem}", field=field)
+        if field == "keypoints":
+            x, y = arr[:, 0::3], arr[:, 1::3]
+            outside = (arr[:, 2::3] > 0) & ((x < 0) | (y < 0) | (x > width + KEYPOINT_MARGIN)
+                                              | (y > height + KEYPOINT_MARGIN))
+            if outside.any():
+                b = int(np.argmax(outside.any(axis=1)))
+                k = int(np.argmax(outside[b]))
+                raise PoseDataError(path, f"annotation id {annotations[b]['id']!r}: labelled keypoint {k} "
+                                    f"(v={arr[b, 3 * k + 2]:g}) at ({x[b, k]:g}, {y[b, k]:g}) lies outside the "
+                                    f"image [0, {width[b, 0]:g}]×[0, {height[b, 0]:g}]", field="keypoints")
+        else:
+            outside = ((arr[:, :1] >= width) | (arr[:, 1:2] >= height) | (arr[:, :1] + arr[:, 2:3] <= 0)
+                       | (arr[:, 1:2] + arr[:, 3:] <= 0))[:, 0]
+            if outside.any():
+                b = int(np.argmax(outside))
+                raise PoseDataError(path, f"annotation id {annotations[b]['id']!r}: box {annotations[b]['bbox']!r} "
+                                    f"lies completely outside the image {width[b, 0]:g}×{height[b, 0]:g}",
+                                    field="bbox")
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+def _first_non_number(rows: list[list], finite: bool = True) -> tuple[int, Any] | None:
+    """``(row index, value)`` of the first value in ``rows`` that is not a JSON number (bools are not; with
+    ``finite``, NaN / ±inf / integers beyond float range are not either), ``None`` when all are. One pass at C
+    speed over all values; the Python loop runs only to name an offender."""
+    values = chain.from_iterable(rows)
+    if set(map(type, values)) <= {int, float}:
+        if not finite:
+            return None
+        try:
+            if all(map(math.isfinite, chain.from_iterable(rows))):
+                return None
+        except OverflowError:
+            pass
+    for r, row in enumerate(rows):
+        for v in row:
+            if not is_number(v):
+                return r, v
+    return None
+
+
+def _check_segmentation(path: str | os.PathLike, aid: Any, seg: Any, size: tuple, crowd: bool) -> list | None:
+    """Structure of one annotation's ``segmentation`` (polygons or RLE, as pycocotools reads them); returns its
+    polygons for the bulk number check, ``None`` for RLE (checked here in full)."""
+    def bad(problem: str) -> PoseDataError:
+        return PoseDataError(path, f"annotation id {aid!r}: {problem}", field="segmentation")
+
+    if isinstance(seg, dict):
+        _check_rle(seg, size, bad)
+        return None
+    if not isinstance(seg, list):
+        raise bad(f"must be a list of polygons or an RLE object {{size, counts}}, got {type(seg).__name__}")
+    if not seg:
+        if crowd:
+            raise bad("crowd annotation with an empty segmentation")
+        return seg
+    if set(map(type, seg)) != {list}:
+        if all(isinstance(v, (int, float)) for v in seg):
+            raise bad("a list of numbers; expected a list of polygons [[x1, y1, x2, y2, ...], ...]")
+        k = next(k for k, p in enumerate(seg) if not isinstance(p, list))
+        raise bad(f"polygon {k} is a {type(seg[k]).__name__}, not a list [x1, y1, x2, y2, ...]")
+    for k, n in enumerate(map(len, seg)):
+        if n < 6 or n % 2:
+            raise bad(f"polygon {k} has {n} values; expected an even number ≥ 6 (x, y of ≥ 3 points)")
+    return seg
+
+
+def _check_rle(seg: dict, size: tuple, bad: Any) -> None:
+    w, h = size
+    rle_size, counts = seg.get("size"), seg.get("counts")
+    if not (isinstance(rle_size, list) and len(rle_size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in rle_size)):
+        raise bad(f"RLE size must be [height, width] integers, got {rle_size!r}")
+    if rle_size != [h, w]:
+        raise bad(f"RLE size {rle_size} differs from the image's [height, width] [{h:g}, {w:g}]")
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise bad("uncompressed RLE counts must be non-negative integers")
+        decoded = counts
+    elif isinstance(counts, str):
+        decoded = _rle_string_counts(counts)
+        if decoded is None:
+            raise bad("compressed RLE counts are not a valid pycocotools RLE string")
+    else:
+        raise bad(f"RLE counts must be a list of integers or a compressed string, got {type(counts).__name__}")
+    total = int(sum(decoded))
+    if total != rle_size[0] * rle_size[1]:
+        raise bad(f"RLE counts cover {total} pixels, expected height × width = {rle_size[0] * rle_size[1]}")
+
+
+def _rle_string_counts(s: str) -> np.ndarray | None:
+    """The run lengths of a compressed RLE string (pycocotools ``rleFrString``, vectorised), ``None`` when
+    malformed (a character outside '0'..'o', a truncated value, a negative run). Decoded here because pycocotools
+    does not check: its decode writes past the mask for runs longer than h × w."""
+    try:
+        c = np.frombuffer(s.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
+    except UnicodeEncodeError:
+        return None
+    if c.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if c.min() < 0 or c.max() >= 64:
+        return None
+    last = (c & 0x20) == 0                       # the last character of each value
+    if not last[-1]:
+        return None                              # truncated
+    group = np.concatenate([[0], np.cumsum(last)[:-1]])
+    starts = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+    k = np.arange(c.size) - starts[group]        # 5-bit digit index within its value
+    if k.max() > 11:
+        return None                              # a value beyond 60 bits: nothing pycocotools writes
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    ends = np.flatnonzero(last)
+    negative = (c[ends] & 0x10) != 0
+    x = np.where(negative, x - (np.int64(1) << (5 * (k[ends] + 1))), x)
+    counts = x.copy()                            # counts[i] = x[i] + counts[i - 2] for i > 2
+    counts[3::2] = np.cumsum(x[1::2])[1:] if x.size > 3 else counts[3::2]
+    counts[4::2] = np.cumsum(x[2::2])[1:] if x.size > 4 else counts[4::2]
+    return None if (counts < 0).any() else counts
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -307,13 +446,18 @@ def write_labels(path: str | os.PathLike, entries: list[dict]) -> None:
 
 def prepare_train_labels(coco_json_path: str | os.PathLike, images_dir: str | os.PathLike,
                          out_path: str | os.PathLike, net_input: int = 368, skip_unreadable: bool = False) -> dict:
-    """:func:`convert_labels` + :func:`write_labels`; returns counts (entries, images, skipped_images)."""
+    """:func:`convert_labels` + :func:`write_labels`; returns counts (entries, images, skipped_images).
+
+    ``out_path`` is claimed first (:func:`pose.outputs.claim_file`: never over a file the project did not write)
+    and recorded as the project's once written."""
+    claim_file(out_path)
     stats: dict = {}
     entries = convert_labels(coco_json_path, images_dir, net_input, skip_unreadable, stats=stats)
     if not entries:
         raise PoseDataError(coco_json_path, "no annotation passes the training-label filters (B2)",
                             field="annotations")
     write_labels(out_path, entries)
+    record_file(out_path)
     return dict(stats, out=str(out_path))
 
 
@@ -337,11 +481,13 @@ def make_val_subset(coco_json_path: str | os.PathLike, n: int, seed: int, out_pa
 
     ``random.seed(seed)`` + ``random.shuffle(range(len(images)))``, first ``n``: for the 5000 images of COCO
     val2017 this is exactly the reference subset. Images keep the shuffled order; annotations follow their
-    image in file order. Returns counts.
+    image in file order. Returns counts. ``out_path`` is claimed and recorded like
+    :func:`prepare_train_labels`'s.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise PoseDataError(coco_json_path, f"subset size must be a positive integer, got {n!r}",
                             field="val_subset_size")
+    claim_file(out_path)
     data = load_coco_keypoints(coco_json_path)
     order = list(range(len(data["images"])))
     random.Random(seed).shuffle(order)
@@ -361,5 +507,6 @@ def make_val_subset(coco_json_path: str | os.PathLike, n: int, seed: int, out_pa
         "categories": data["categories"],
     }
     write_json(out_path, subset)
+    record_file(out_path)
     return {"images": len(chosen), "annotations": len(subset["annotations"]), "requested": n,
             "available": len(data["images"]), "out": str(out_path)}

@@ -6,6 +6,7 @@ module returns / accepts are internal (0-based pixel-index coordinates), i.e. fi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import scipy.io
 
-from pose.io import PoseDataError, atomic_path, read_json, write_json
+from pose.io import PoseDataError, atomic_path, is_number, read_json, write_json
+from pose.outputs import check_folder
 
 NUM_JOINTS = 16
 # Joint names in the order the MPII PCKh script expects them in ``dataset_joints``.
@@ -162,8 +164,8 @@ RECORD_FIELDS = ("dataset", "isValidation", "img_paths", "img_width", "img_heigh
                  "people_index", "numOtherPeople")
 
 
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+JOINT_MARGIN = 1.0    # px past the right / bottom border a labelled joint may lie (1-based: the image is [0.5, w + 0.5])
+OBJPOS_MARGIN = 5.0   # px outside the image the person centre may lie
 
 
 def _validate_record(path: str | os.PathLike, i: int, r: object) -> None:
@@ -176,20 +178,37 @@ def _validate_record(path: str | os.PathLike, i: int, r: object) -> None:
         raise PoseDataError(path, f"record {i}: must be 0 or 1, got {r['isValidation']!r}", field="isValidation")
     if not isinstance(r["img_paths"], str) or not r["img_paths"]:
         raise PoseDataError(path, f"record {i}: must be a non-empty string", field="img_paths")
+    parts = r["img_paths"].replace("\\", "/").split("/")
+    if not parts[0] or re.match(r"[A-Za-z]:", parts[0]) or ".." in parts:   # absolute, a drive, or escaping
+        raise PoseDataError(path, f"record {i}: must be a path inside the image folder (relative, no '..'), got "
+                            f"{r['img_paths']!r}", field="img_paths")
     for f in ("img_width", "img_height", "scale_provided"):
-        if not _is_number(r[f]) or r[f] <= 0:
+        if not is_number(r[f]) or r[f] <= 0:
             raise PoseDataError(path, f"record {i}: must be a positive finite number, got {r[f]!r}", field=f)
+    w, h = r["img_width"], r["img_height"]
     obj = r["objpos"]
-    if not (isinstance(obj, list) and len(obj) == 2 and all(_is_number(v) for v in obj)):
+    if not (isinstance(obj, list) and len(obj) == 2 and all(is_number(v) for v in obj)):
         raise PoseDataError(path, f"record {i}: expected [x, y] of finite numbers, got {obj!r}", field="objpos")
+    # x = -1 is the reference's "no centre" marker (crop_center_scale)
+    if obj[0] != -1 and not (-OBJPOS_MARGIN <= obj[0] <= w + OBJPOS_MARGIN
+                             and -OBJPOS_MARGIN <= obj[1] <= h + OBJPOS_MARGIN):
+        raise PoseDataError(path, f"record {i}: {obj!r} lies outside the image {w:g}×{h:g}", field="objpos")
     js = r["joint_self"]
     if not (isinstance(js, list) and len(js) == NUM_JOINTS):
         got = len(js) if isinstance(js, list) else type(js).__name__
         raise PoseDataError(path, f"record {i}: expected {NUM_JOINTS}×[x, y, vis], got {got} joints",
                             field="joint_self")
     for j, p in enumerate(js):
-        if not (isinstance(p, list) and len(p) == 3 and all(_is_number(v) for v in p)):
+        if not (isinstance(p, list) and len(p) == 3 and all(is_number(v) for v in p)):
             raise PoseDataError(path, f"record {i}: joint {j} must be [x, y, vis] of finite numbers, got {p!r}",
+                                field="joint_self")
+        if p[2] not in (0, 1):
+            raise PoseDataError(path, f"record {i}: joint {j} visibility must be 0 or 1, got {p[2]!r}",
+                                field="joint_self")
+        # a labelled joint (anything but [0, 0, 0]) lies in the image: 1-based pixels, x ∈ [0, w + 1]
+        if p != [0, 0, 0] and not (0 <= p[0] <= w + JOINT_MARGIN and 0 <= p[1] <= h + JOINT_MARGIN):
+            raise PoseDataError(path, f"record {i}: joint {j} at ({p[0]:g}, {p[1]:g}) lies outside the image "
+                                f"{w:g}×{h:g} (1-based coordinates; an unlabelled joint is [0, 0, 0])",
                                 field="joint_self")
 
 
@@ -224,7 +243,7 @@ def check_images(records: list[dict], images_dir: str | os.PathLike, skip_missin
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise PoseDataError(images_dir, "images directory does not exist", field="images")
-    listing = set(os.listdir(images_dir))
+    listing = {e.name for e in os.scandir(images_dir) if e.is_file()}   # a folder named like an image is none
     present = {p: (p in listing) if "/" not in p else (images_dir / p).is_file()
                for p in {r["img_paths"] for r in records}}
     missing = [p for p, ok in present.items() if not ok]
@@ -236,8 +255,11 @@ def check_images(records: list[dict], images_dir: str | os.PathLike, skip_missin
 
 
 def _check_link_target(link_path: Path) -> None:
+    """Only a symlink is ever replaced at the link path (that loses no data: the folder it points to stays); a real
+    folder or file there is someone's data (pose/outputs.py)."""
     if os.path.lexists(link_path) and not link_path.is_symlink():
-        raise PoseDataError(link_path, "exists and is not a symlink; refusing to replace it", field="link")
+        raise PoseDataError(link_path, "exists and is not a symlink; refusing to replace it (nothing was changed; "
+                                       "choose another mpii.link or remove it yourself)", field="link")
 
 
 def link_images(source_dir: str | os.PathLike, link_path: str | os.PathLike) -> Path:
@@ -278,9 +300,12 @@ MANIFEST = "dataset.json"   # in the prepared folder: its files and the image fo
 def prepared_images(prepared_file: str | os.PathLike) -> Path | None:
     """The image folder of a file in a prepared folder (its :data:`MANIFEST`), ``None`` without one."""
     manifest = Path(prepared_file).parent / MANIFEST
-    if not manifest.is_file():
+    if not os.path.lexists(manifest):
         return None
-    images = read_json(manifest).get("images")
+    record = read_json(manifest)
+    if not isinstance(record, dict):
+        raise PoseDataError(manifest, f"must be a JSON object, got {type(record).__name__}")
+    images = record.get("images")
     if not isinstance(images, str):
         raise PoseDataError(manifest, f"must be a folder path, got {images!r}", field="images")
     return manifest.parent / images
@@ -292,8 +317,11 @@ def prepare_mpii(images: str | os.PathLike, annotations: str | os.PathLike, gt_v
     and the image folder (:data:`MANIFEST`, so tools find the images as the stages do) and the image link.
 
     Everything is checked before anything is written; ``out_dir`` is replaced as a whole (atomically), so a
-    failure leaves the previous output (or none) in place.
+    failure leaves the previous output (or none) in place. ``out_dir`` and ``link`` are checked first: a folder
+    the project did not write (no :data:`pose.outputs.MARKER`) or a real folder / file at ``link`` is never replaced.
     """
+    check_folder(out_dir)
+    _check_link_target(Path(link))
     records = load_mpii_annotations(annotations)
     check_images(records, images)
     train_idx, val_idx = split_index(records)
@@ -302,8 +330,7 @@ def prepare_mpii(images: str | os.PathLike, annotations: str | os.PathLike, gt_v
         raise PoseDataError(gt_val_mat, f"has {n_gt} people but {annotations} has {len(val_idx)} validation "
                             "records (isValidation = 1); they must be the same people in the same order",
                             field="pos_gt_src")
-    _check_link_target(Path(link))
-    with atomic_path(out_dir, is_dir=True) as tmp:
+    with atomic_path(out_dir, is_dir=True, written_by="posepipe mpii_prep") as tmp:
         write_json(tmp / "train.json", [records[i] for i in train_idx])
         write_json(tmp / "val.json", [records[i] for i in val_idx])
         shutil.copyfile(gt_val_mat, tmp / "gt_val.mat")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import io
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from pose.data import body as B
 from pose.io import PoseDataError, atomic_path, write_image, write_json
+from pose.outputs import claim_file, record_file
+from pose.settings import at_most, from_mapping, positive
 from pose.skeletons import COCO17, MPII16
 from pose.visualize import contact_sheet, draw_skeleton
 
@@ -36,8 +38,14 @@ CROWD_FIRST_ID = 100    # crowd people get ids from here (main people 1..99)
 OUTSIDE, OCCLUDED, VISIBLE = 0, 1, 2
 
 
-@dataclass
+MAX_IMAGE_SIDE = 4096   # generated images' sides are at most this (a typo like 100000 would allocate tens of GiB)
+MIN_IMAGE_SIDE = 16
+
+
+@dataclass(frozen=True)
 class SampleConfig:
+    """What :func:`generate_sample` generates (the ``sample`` section of the params file, less ``out``)."""
+
     seed: int = 0
     coco_train_images: int = 300
     coco_val_images: int = 60
@@ -54,41 +62,50 @@ class SampleConfig:
     occluder_probability: float = 0.3     # share of images with occluder shapes drawn over people
     second_person_probability: float = 0.3   # MPII / unlabelled: share with a second, partial person
 
+    def check(self, source: str, prefix: str) -> None:
+        """Ranges (:func:`pose.settings.from_mapping` calls this): counts >= 0, 1..99 people per COCO image (ids
+        from :data:`CROWD_FIRST_ID` on are the crowd's), image sides in [16, 4096], shares in [0, 1]."""
+        for name in ("seed", "coco_train_images", "coco_val_images", "mpii_train_people", "mpii_val_people",
+                     "unlabeled_images"):
+            positive(source, f"{prefix}.{name}", getattr(self, name), 0)
+        positive(source, f"{prefix}.max_people", self.max_people, 1)
+        at_most(source, f"{prefix}.max_people", self.max_people, CROWD_FIRST_ID - 1)
+        for name in ("coco_image_size", "mpii_image_size", "unlabeled_image_size"):
+            size = getattr(self, name)
+            if not all(MIN_IMAGE_SIDE <= v <= MAX_IMAGE_SIDE for v in size):
+                raise PoseDataError(source, f"must be [width, height], each in [{MIN_IMAGE_SIDE}, {MAX_IMAGE_SIDE}],"
+                                            f" got {list(size)}", field=f"{prefix}.{name}")
+        for name in ("crowd_fraction", "occluder_probability", "second_person_probability"):
+            positive(source, f"{prefix}.{name}", getattr(self, name), 0.0)
+            at_most(source, f"{prefix}.{name}", getattr(self, name), 1.0)
+        positive(source, f"{prefix}.jpeg_quality", self.jpeg_quality, 0)
+        at_most(source, f"{prefix}.jpeg_quality", self.jpeg_quality, 100)
+        if self.contact_sheet == "":
+            raise PoseDataError(source, "must be a path or null, got ''", field=f"{prefix}.contact_sheet")
+
     @classmethod
-    def from_params(cls, d: dict[str, Any], source: str = "settings") -> "SampleConfig":
-        """Build from a ``sample:`` settings section (``out`` is the flow's; any other unknown key is an error).
+    def from_params(cls, d: Mapping[str, Any] | None, source: str = "settings") -> "SampleConfig":
+        """Build from a ``sample:`` settings section (``out`` is the flow's, see :func:`sample_settings`; any other
+        unknown key is an error).
 
         Bad keys / values raise :class:`PoseDataError` naming ``source`` (where the caller got ``d``) and the field.
         """
-        kw: dict[str, Any] = {}
-        where = source
-        known = {f.name for f in fields(cls)} | {"out"}
-        for k in d:
-            if k not in known:
-                raise PoseDataError(where, f"unknown key (known: {sorted(known)})", field=f"sample.{k}")
-        for f in fields(cls):
-            if f.name not in d:
-                continue
-            v = d[f.name]
-            try:
-                if f.name.endswith("_size"):
-                    v = tuple(int(x) for x in v)
-                    if len(v) != 2 or min(v) < 16:
-                        raise ValueError
-                elif f.name == "contact_sheet":
-                    v = None if v in (None, "", False) else str(v)
-                elif f.name in ("crowd_fraction", "occluder_probability", "second_person_probability"):
-                    v = float(v)
-                    if not 0.0 <= v <= 1.0:
-                        raise ValueError
-                else:
-                    v = int(v)
-                    if v < 0 or (f.name == "max_people" and v < 1):
-                        raise ValueError
-            except (TypeError, ValueError):
-                raise PoseDataError(where, f"invalid value {d[f.name]!r}", field=f"sample.{f.name}") from None
-            kw[f.name] = v
-        return cls(**kw)
+        if isinstance(d, Mapping):
+            d = {k: v for k, v in d.items() if k != "out"}
+        return from_mapping(cls, d, source, "sample")
+
+
+def sample_settings(d: Mapping[str, Any] | None, source: str = "settings") -> tuple[str, SampleConfig]:
+    """``(out, config)`` of a ``sample:`` section: the output folder (``sample.out``, required) and the
+    :class:`SampleConfig`, every value checked before anything is generated."""
+    config = SampleConfig.from_params(d, source)          # d is a mapping (or None) from here on
+    d = d or {}
+    if "out" not in d:
+        raise PoseDataError(source, "missing (a required key)", field="sample.out")
+    out = d["out"]
+    if not isinstance(out, str) or not out:
+        raise PoseDataError(source, f"must be a path, got {out!r}", field="sample.out")
+    return out, config
 
 
 @dataclass
@@ -515,12 +532,14 @@ def generate_sample(out_dir: str | os.PathLike, config: SampleConfig) -> dict:
             sheet_inside = sheet_path.resolve().relative_to(out_dir.resolve())
         except ValueError:
             sheet_inside = None
+    if sheet_path is not None and sheet_inside is None:
+        claim_file(sheet_path)            # a contact sheet outside the folder: never over a file of someone else's
     keep_coco: list = []
     keep_mpii: list = []
     total = (config.coco_train_images + config.coco_val_images + config.mpii_train_people + config.mpii_val_people
              + config.unlabeled_images)
-    with atomic_path(out_dir, is_dir=True) as tmp, tqdm(total=total, desc="sample images", disable=None,
-                                                        mininterval=1.0) as progress:
+    with atomic_path(out_dir, is_dir=True, written_by="posepipe make_sample") as tmp, \
+            tqdm(total=total, desc="sample images", disable=None, mininterval=1.0) as progress:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)        # mkdtemp creates it 0700; the dataset should be readable like any dir
@@ -552,6 +571,7 @@ def generate_sample(out_dir: str | os.PathLike, config: SampleConfig) -> dict:
                 _imwrite(tmp / sheet_inside, sheet, 90)
     if sheet is not None and sheet_inside is None:
         write_image(sheet_path, sheet, 90)
+        record_file(sheet_path)
 
     def people_stats(doc: dict) -> dict:
         anns = [a for a in doc["annotations"] if not a["iscrowd"]]

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from pose.io import PoseDataError
+from pose.settings import number
 
 log = logging.getLogger(__name__)
 
@@ -104,62 +105,115 @@ def openpose_param_groups(model: nn.Module, lr: float, weight_decay: float) -> l
     return out
 
 
+def _number(v: Any, field: str, source: str) -> float:
+    """A finite number (not a bool, not a string: a quoted ``"0.005"`` is an error, as everywhere in settings)."""
+    return number(source, field, v)
+
+
 def _float(spec: Mapping[str, Any], key: str, default: float, field: str, source: str) -> float:
-    v = spec.get(key, default)
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise PoseDataError(source, f"must be a number, got {v!r}", field=field) from None
+    return _number(spec.get(key, default), field, source)
 
 
-def _optimizer_value(name: str, key: str, v: Any, source: str) -> Any:
+def _optimizer_value(name: str, key: str, v: Any, source: str, prefix: str = "optimizer") -> Any:
     """``v`` converted as torch wants it (betas: a pair of floats, the rest: float), range-checked like torch."""
-    field = f"optimizer.{key}"
+    field = f"{prefix}.{key}"
     if key == "betas":
-        try:
-            betas = tuple(float(b) for b in v)
-        except (TypeError, ValueError):
-            betas = ()
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in v)
+        if not ok:
             raise PoseDataError(source, f"must be two numbers in [0, 1), got {v!r}", field=field)
-        return betas
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise PoseDataError(source, f"must be a number, got {v!r}", field=field) from None
-    if not 0.0 <= f:  # torch's own checks for every float setting of these optimizers (also rejects NaN)
+        return tuple(float(b) for b in v)
+    f = _number(v, field, source)
+    if not 0.0 <= f:  # torch's own checks for every float setting of these optimizers
         raise PoseDataError(source, f"must be >= 0 for {name}, got {v!r}", field=field)
     return f
+
+
+def optimizer_spec(spec: Mapping[str, Any] | None, *, source: str = "settings",
+                   prefix: str = "optimizer") -> tuple[str, dict[str, Any], Any]:
+    """``(name, torch kwargs, param grouping)`` of an optimizer spec, checked completely without a model (what
+    :func:`build_optimizer` builds). Bad settings raise :class:`~pose.io.PoseDataError` naming ``source`` and
+    ``<prefix>.<key>`` (``prefix``: the spec's dotted name, e.g. ``fpd.profiles.sample.train.optimizer``)."""
+    if spec is not None and not isinstance(spec, Mapping):
+        raise PoseDataError(source, f"must be a mapping, got {spec!r}", field=prefix)
+    spec = dict(spec or {})
+    raw_name = spec.pop("name", "rmsprop")
+    name = raw_name.lower() if isinstance(raw_name, str) else raw_name
+    if name not in _CLASSES:
+        raise PoseDataError(source, f"unknown optimizer {raw_name!r} (expected one of {sorted(_CLASSES)})",
+                            field=f"{prefix}.name")
+    grouping = spec.pop("param_groups", None)
+    if not (grouping in (None, "none", False) or grouping == "openpose"):
+        raise PoseDataError(source, f"unknown grouping {grouping!r} (expected null or 'openpose')",
+                            field=f"{prefix}.param_groups")
+    unknown = sorted(set(spec) - _ALLOWED[name], key=str)
+    if unknown:
+        raise PoseDataError(source, f"key(s) {unknown} do not apply to {name} (allowed: {sorted(_ALLOWED[name])})",
+                            field=f"{prefix}.{unknown[0]}")
+    kwargs = {**OPTIMIZER_DEFAULTS[name], **{k: v for k, v in spec.items() if v is not None}}
+    kwargs = {k: _optimizer_value(name, k, v, source, prefix) for k, v in kwargs.items()}
+    return name, kwargs, grouping
 
 
 def build_optimizer(model: nn.Module, spec: Mapping[str, Any] | None = None, *,
                     source: str = "settings") -> torch.optim.Optimizer:
     """Build the optimizer named in ``spec`` over ``model``'s trainable parameters.
 
-    Bad settings raise :class:`~pose.io.PoseDataError` naming ``source`` and the field (``optimizer.<key>``).
+    Bad settings raise :class:`~pose.io.PoseDataError` naming ``source`` and the field (``optimizer.<key>``);
+    :func:`optimizer_spec` checks a spec the same way without a model.
     """
-    if spec is not None and not isinstance(spec, Mapping):
-        raise PoseDataError(source, f"must be a mapping, got {spec!r}", field="optimizer")
-    spec = dict(spec or {})
-    name = str(spec.pop("name", "rmsprop")).lower()
-    if name not in _CLASSES:
-        raise PoseDataError(source, f"unknown optimizer {name!r} (expected one of {sorted(_CLASSES)})",
-                            field="optimizer.name")
-    grouping = spec.pop("param_groups", None)
-    unknown = sorted(set(spec) - _ALLOWED[name])
-    if unknown:
-        raise PoseDataError(source, f"key(s) {unknown} do not apply to {name} (allowed: {sorted(_ALLOWED[name])})",
-                            field=f"optimizer.{unknown[0]}")
-    kwargs = {**OPTIMIZER_DEFAULTS[name], **{k: v for k, v in spec.items() if v is not None}}
-    kwargs = {k: _optimizer_value(name, k, v, source) for k, v in kwargs.items()}
+    name, kwargs, grouping = optimizer_spec(spec, source=source)
     if grouping in (None, "none", False):
         params: Iterable[Any] = [p for p in model.parameters() if p.requires_grad]
-    elif grouping == "openpose":
+    else:  # the one other grouping optimizer_spec lets through: LWOP's
         params = openpose_param_groups(model, kwargs["lr"], kwargs["weight_decay"])
-    else:
-        raise PoseDataError(source, f"unknown grouping {grouping!r} (expected null or 'openpose')",
-                            field="optimizer.param_groups")
     return _CLASSES[name](params, **kwargs)
+
+
+_SCHEDULER_KEYS = {"constant": {"name"}, "multistep": {"name", "milestones", "gamma"},
+                   "cosine": {"name", "warmup_epochs", "min_lr_ratio"}}
+
+
+def scheduler_spec(spec: Mapping[str, Any] | None, *, source: str = "settings",
+                   prefix: str = "scheduler") -> dict[str, Any]:
+    """A scheduler spec checked completely without an optimizer (what :func:`build_scheduler` builds):
+    ``{'name', ...}`` with its values converted (milestones: sorted epochs; gamma, warmup_epochs, min_lr_ratio:
+    floats). Bad settings raise :class:`~pose.io.PoseDataError` naming ``source`` and ``<prefix>.<key>``."""
+    if spec is not None and not isinstance(spec, Mapping):
+        raise PoseDataError(source, f"must be a mapping, got {spec!r}", field=prefix)
+    spec = dict(spec or {"name": "constant"})
+    raw_name = spec.get("name", "constant")
+    name = raw_name.lower() if isinstance(raw_name, str) else raw_name
+    if name not in _SCHEDULER_KEYS:
+        raise PoseDataError(source, f"unknown scheduler {raw_name!r} (expected 'multistep', 'cosine' or 'constant')",
+                            field=f"{prefix}.name")
+    extra = sorted(set(spec) - _SCHEDULER_KEYS[name], key=str)
+    if extra:
+        raise PoseDataError(source, f"key(s) {extra} do not apply to {name!r} (allowed: "
+                                    f"{sorted(_SCHEDULER_KEYS[name])})", field=f"{prefix}.{extra[0]}")
+    if name == "constant":
+        return {"name": name}
+    if name == "multistep":
+        raw = spec.get("milestones", [])
+        if not isinstance(raw, (list, tuple)) or any(isinstance(m, bool) or not isinstance(m, int) for m in raw):
+            raise PoseDataError(source, f"must be a list of epochs (integers >= 1), got {raw!r}",
+                                field=f"{prefix}.milestones")
+        if any(m < 1 for m in raw):
+            raise PoseDataError(source, f"epochs must be >= 1, got {list(raw)}", field=f"{prefix}.milestones")
+        gamma = _float(spec, "gamma", 0.1, f"{prefix}.gamma", source)
+        if not gamma > 0.0:
+            raise PoseDataError(source, f"must be > 0, got {spec.get('gamma')!r}", field=f"{prefix}.gamma")
+        return {"name": name, "milestones": sorted(raw), "gamma": gamma}
+    # cosine
+    warmup_epochs = _float(spec, "warmup_epochs", 0, f"{prefix}.warmup_epochs", source)
+    if warmup_epochs < 0:
+        raise PoseDataError(source, f"must be >= 0, got {spec.get('warmup_epochs')!r}",
+                            field=f"{prefix}.warmup_epochs")
+    floor = _float(spec, "min_lr_ratio", 0.0, f"{prefix}.min_lr_ratio", source)
+    if not 0.0 <= floor <= 1.0:
+        raise PoseDataError(source, f"must be in [0, 1], got {spec.get('min_lr_ratio')!r}",
+                            field=f"{prefix}.min_lr_ratio")
+    return {"name": name, "warmup_epochs": warmup_epochs, "min_lr_ratio": floor}
 
 
 def _cosine_factor(step: int, warmup: int, total: int, floor: float) -> float:
@@ -176,49 +230,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: Mapping[str, Any] | 
     """Build a per-optimizer-step scheduler; epoch milestones become ``epoch * steps_per_epoch`` steps.
 
     'constant' is a MultiStepLR without milestones. 'cosine' needs ``total_steps`` (the run's optimizer steps).
-    Bad settings raise :class:`~pose.io.PoseDataError` naming ``source`` and the field (``scheduler.<key>``);
-    bad ``steps_per_epoch`` / ``total_steps`` are the caller's bug and stay a plain ``ValueError``.
+    Bad settings raise :class:`~pose.io.PoseDataError` naming ``source`` and the field (``scheduler.<key>``;
+    :func:`scheduler_spec` checks a spec the same way without an optimizer); bad ``steps_per_epoch`` /
+    ``total_steps`` are the caller's bug and stay a plain ``ValueError``.
     """
-    if spec is not None and not isinstance(spec, Mapping):
-        raise PoseDataError(source, f"must be a mapping, got {spec!r}", field="scheduler")
-    spec = dict(spec or {"name": "constant"})
-    name = str(spec.get("name", "constant")).lower()
+    s = scheduler_spec(spec, source=source)
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    allowed = {"constant": {"name"}, "multistep": {"name", "milestones", "gamma"},
-               "cosine": {"name", "warmup_epochs", "min_lr_ratio"}}
-    if name not in allowed:
-        raise PoseDataError(source, f"unknown scheduler {name!r} (expected 'multistep', 'cosine' or 'constant')",
-                            field="scheduler.name")
-    extra = sorted(set(spec) - allowed[name])
-    if extra:
-        raise PoseDataError(source, f"key(s) {extra} do not apply to {name!r} (allowed: {sorted(allowed[name])})",
-                            field=f"scheduler.{extra[0]}")
-    if name == "constant":
+    if s["name"] == "constant":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[], gamma=1.0)
-    if name == "multistep":
-        raw = spec.get("milestones", [])
-        try:
-            milestones = [int(m) for m in raw]
-        except (TypeError, ValueError, OverflowError):
-            raise PoseDataError(source, f"must be a list of epochs (integers >= 1), got {raw!r}",
-                                field="scheduler.milestones") from None
-        if any(m < 1 for m in milestones):
-            raise PoseDataError(source, f"epochs must be >= 1, got {milestones}", field="scheduler.milestones")
-        steps = sorted(m * steps_per_epoch for m in milestones)
-        gamma = _float(spec, "gamma", 0.1, "scheduler.gamma", source)
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=steps, gamma=gamma)
+    if s["name"] == "multistep":
+        steps = [m * steps_per_epoch for m in s["milestones"]]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=steps, gamma=s["gamma"])
     # cosine
     if total_steps is None or total_steps < 1:
         raise ValueError("scheduler 'cosine' needs the run's total number of steps")
-    warmup_epochs = _float(spec, "warmup_epochs", 0, "scheduler.warmup_epochs", source)
-    warmup = int(round(warmup_epochs * steps_per_epoch)) if math.isfinite(warmup_epochs) else -1
-    if warmup < 0:
-        raise PoseDataError(source, f"must be >= 0, got {spec.get('warmup_epochs')!r}",
-                            field="scheduler.warmup_epochs")
-    floor = _float(spec, "min_lr_ratio", 0.0, "scheduler.min_lr_ratio", source)
-    if not 0.0 <= floor <= 1.0:
-        raise PoseDataError(source, f"must be in [0, 1], got {spec.get('min_lr_ratio')!r}",
-                            field="scheduler.min_lr_ratio")
+    warmup = int(round(s["warmup_epochs"] * steps_per_epoch))
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, functools.partial(_cosine_factor, warmup=warmup, total=total_steps, floor=floor))
+        optimizer, functools.partial(_cosine_factor, warmup=warmup, total=total_steps, floor=s["min_lr_ratio"]))

@@ -4,10 +4,15 @@
 never leaves a stale lock, and a second trainer on the same run (a second ``dvc repro``, an orphaned stage) refuses
 with an error naming the holder's PID instead of writing the same DVCLive rows and checkpoints twice. The file stays
 (removing it would race with a process about to lock it); its content is the holder's PID, for the message.
+
+While holding the lock, :meth:`RunLock.remove_stale_temps` removes the temporaries ``.<name>.*.tmp`` that
+:func:`pose.io.atomic_path` leaves beside ``<run_dir>/<name>`` when a writer is killed mid-write: the lock guarantees
+that no other writer of the run is using them.
 """
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 from pathlib import Path
 
@@ -44,3 +49,18 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    def remove_stale_temps(self, name: str) -> list[Path]:
+        """Remove the files ``<run_dir>/.<name>.*.tmp`` (:func:`pose.io.atomic_path`'s temporaries for
+        ``<run_dir>/<name>``) left by a killed writer; nothing else is touched. Only while the lock is held.
+        Returns the paths removed."""
+        if self._fd is None:
+            raise RuntimeError(f"{self.path}: remove_stale_temps needs the run lock held")
+        if not name or "/" in name or os.sep in name:
+            raise ValueError(f"not a file name in the run directory: {name!r}")
+        removed = []
+        for p in sorted(self.path.parent.glob(f".{glob.escape(name)}.*.tmp")):
+            if p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+        return removed

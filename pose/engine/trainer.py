@@ -17,6 +17,12 @@ caller's ``fingerprint_extra`` and a digest of the ``pose`` package's source, so
 change trains afresh instead of "resuming" the finished run of the old code). ``epochs`` / ``max_steps`` are
 deliberately not in it: raising them continues a finished run (except under a cosine schedule, whose shape
 depends on the run's length). A matching checkpoint is resumed; otherwise training starts fresh and says why.
+
+The checkpoint is the truth. The metrics log (DVCLive) is opened empty at every start and the checkpoint's history
+(one metrics dict per logged epoch) is replayed into it before training continues, so after any kill the log holds
+exactly the checkpoint's epochs, one row each: an epoch whose log rows were written but whose checkpoint save the kill
+hit is dropped and logged again when it is redone. Rank 0 holds the run directory's lock; on taking it, it removes the
+checkpoint temporaries (``.last.pt.*.tmp``) a kill during a save left behind.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import logging
 import math
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from pose.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_model
 from pose.engine.distributed import (DistContext, all_gather_objects, all_reduce_sum, broadcast_buffers,
                                      cleanup_distributed, setup_distributed)
-from pose.engine.optim import build_optimizer, build_scheduler
+from pose.engine.optim import build_optimizer, build_scheduler, optimizer_spec, scheduler_spec
 from pose.engine.runlock import RunLock
 from pose.io import PoseDataError
 
@@ -52,9 +59,18 @@ log = logging.getLogger(__name__)
 StepFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]"]
 ValFn = Callable[[nn.Module], Mapping[str, float]]
 
+CHECKPOINT_NAME = "last.pt"             # the resumable state in run_dir
+
 # config keys that change the trajectory of training (the resume fingerprint); see module docstring
 FINGERPRINT_KEYS = ("batch_size", "accumulate", "seed", "amp", "optimizer", "scheduler", "grad_clip",
                     "weights", "shuffle", "drop_last", "threads")
+
+
+def _field_name(key: str, prefix: str = "", names: Mapping[str, str] | None = None) -> str:
+    """The dotted params name of a training key (``optimizer.lr`` → ``<names['optimizer'] or prefix.optimizer>.lr``)."""
+    top, dot, rest = key.partition(".")
+    base = (names or {}).get(top) or (f"{prefix}.{top}" if prefix else top)
+    return base + dot + rest
 
 
 class NonFiniteLossError(RuntimeError):
@@ -90,44 +106,69 @@ class TrainConfig:
     source: str = field(default="settings", init=False, repr=False, compare=False)
 
     @classmethod
-    def from_params(cls, d: Mapping[str, Any], source: str = "settings") -> "TrainConfig":
-        """Build from a params dict; unknown keys and bad values raise PoseDataError naming the field."""
-        names = {f.name: f for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(d) - set(names))
+    def from_params(cls, d: Mapping[str, Any], source: str = "settings", prefix: str = "",
+                    names: Mapping[str, str] | None = None) -> "TrainConfig":
+        """Build from a params dict; unknown keys and bad values raise PoseDataError naming the field.
+
+        Fields are named ``<prefix>.<key>`` (``fpd.profiles.sample.train.epochs``), or ``names[key]`` where the
+        caller merged ``d`` from several layers and knows which one gave each key."""
+        if not isinstance(d, Mapping):
+            raise PoseDataError(source, f"must be a mapping, got {type(d).__name__}", field=prefix or None)
+        names_ = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(d) - set(names_), key=str)
         if unknown:
-            raise PoseDataError(source, f"unknown training key(s) {unknown}", field=unknown[0])
+            raise PoseDataError(source, f"unknown training key(s) {unknown}",
+                                field=_field_name(str(unknown[0]), prefix, names))
         # null optimizer / scheduler / amp mean "the default"
         kw = {k: v for k, v in d.items() if not (v is None and k in ("optimizer", "scheduler", "amp"))}
         if isinstance(kw.get("amp"), bool):
             kw["amp"] = "auto" if kw["amp"] else "off"
         cfg = cls(**kw)
         cfg.source = source
-        cfg.validate(source)
+        cfg.validate(source, prefix=prefix, names=names)
         return cfg
 
-    def validate(self, source: str | None = None) -> None:
+    def validate(self, source: str | None = None, prefix: str = "", names: Mapping[str, str] | None = None) -> None:
+        """Check every field's type and range, the optimizer and scheduler specs included (without building
+        them); errors name ``<prefix>.<key>`` or ``names[key]`` (see :meth:`from_params`)."""
         source = source or self.source
-        def bad(name: str, why: str) -> PoseDataError:
-            return PoseDataError(source, why, field=name)
 
-        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
-                                         or self.threads < 1):
+        def bad(name: str, why: str) -> PoseDataError:
+            return PoseDataError(source, why, field=_field_name(name, prefix, names))
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
             raise bad("threads", f"must be null or an integer >= 1, got {self.threads!r}")
-        for name, lo in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("num_workers", 0),
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("num_workers", 0), ("seed", 0),
                          ("checkpoint_every", 0), ("log_every", 1), ("val_every", 1)):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            if not is_int(v) or v < lo:
                 raise bad(name, f"must be an integer >= {lo}, got {v!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+        if self.max_steps is not None and (not is_int(self.max_steps) or self.max_steps < 1):
             raise bad("max_steps", f"must be null or an integer >= 1, got {self.max_steps!r}")
-        if not isinstance(self.channels_last, bool):
-            raise bad("channels_last", f"must be true or false, got {self.channels_last!r}")
+        for name in ("channels_last", "progress", "shuffle", "drop_last", "resume"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, f"must be true or false (unquoted), got {getattr(self, name)!r}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise bad("amp", f"must be auto, off, bf16 or fp16, got {self.amp!r}")
-        if self.grad_clip is not None and not float(self.grad_clip) > 0:
-            raise bad("grad_clip", f"must be null or > 0, got {self.grad_clip!r}")
-        if not isinstance(self.optimizer, Mapping) or not isinstance(self.scheduler, Mapping):
-            raise bad("optimizer", "optimizer and scheduler must be mappings")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise bad("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("run_dir", "out_path", "weights"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise bad(name, f"must be null or a path, got {v!r}")
+        clip = self.grad_clip
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
+                                 or not math.isfinite(clip) or not clip > 0):
+            raise bad("grad_clip", f"must be null or a number > 0, got {self.grad_clip!r}")
+        if not isinstance(self.optimizer, Mapping):
+            raise bad("optimizer", f"must be a mapping, got {self.optimizer!r}")
+        if not isinstance(self.scheduler, Mapping):
+            raise bad("scheduler", f"must be a mapping, got {self.scheduler!r}")
+        optimizer_spec(self.optimizer, source=source, prefix=_field_name("optimizer", prefix, names))
+        scheduler_spec(self.scheduler, source=source, prefix=_field_name("scheduler", prefix, names))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -260,6 +301,12 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _epoch_index(metrics: Mapping[str, float]) -> int:
+    """The 0-based epoch of an epoch-end metrics dict, whose ``epoch`` is ``epoch + steps done / steps per epoch``
+    (in ``(epoch, epoch + 1]``: a run stopped by ``max_steps`` logs a partial epoch that its continuation replaces)."""
+    return int(metrics["epoch"] - 1e-9)
+
+
 def _scalar(v: float | torch.Tensor) -> float:
     return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
 
@@ -276,7 +323,8 @@ class _State:
 
 
 class MetricsLog(Protocol):
-    """What the trainer logs epoch metrics to (DVCLive's ``Live`` has this shape)."""
+    """What the trainer logs epoch metrics to (DVCLive's ``Live`` has this shape): one row per epoch, the epoch's
+    metrics logged at ``step`` = the 0-based epoch, then ``next_step()``. ``log_factory()`` opens it empty."""
 
     step: int
 
@@ -317,15 +365,16 @@ class Trainer:
     ``init_fn(model)`` runs on fresh starts only, after ``config.weights`` was loaded.
     ``fingerprint_extra``: caller settings that change training but which the trainer cannot see
     (e.g. the FPD alpha or teacher file); they join the resume fingerprint.
-    ``log_factory(resumed) -> MetricsLog``: the epoch metrics' log (rank 0 only), e.g. DVCLive, which the
-    caller opens (the library does not depend on it); ``resumed`` says whether the run continues a checkpoint.
+    ``log_factory() -> MetricsLog``: the epoch metrics' log (rank 0 only), e.g. DVCLive, which the caller opens
+    (the library does not depend on it). It must open the log empty, discarding what an earlier start wrote: a resumed
+    run first replays its checkpoint's history into it, so the log always holds exactly the checkpoint's epochs.
     """
 
     def __init__(self, model: nn.Module, train_set: Dataset, step_fn: StepFn, config: TrainConfig,
                  val_fn: ValFn | None = None, arch: dict | None = None, sampler: Sampler | None = None,
                  collate_fn: Callable | None = None, init_fn: Callable[[nn.Module], None] | None = None,
                  fingerprint_extra: Mapping[str, Any] | None = None,
-                 log_factory: Callable[[bool], "MetricsLog"] | None = None,
+                 log_factory: Callable[[], "MetricsLog"] | None = None,
                  inference: Mapping[str, Any] | None = None):
         config.validate()
         self.model = model
@@ -347,11 +396,16 @@ class Trainer:
         """Train to ``epochs`` / ``max_steps`` (resuming when possible); return the final metrics summary.
 
         Rank 0 holds the run directory's lock (:class:`pose.engine.runlock.RunLock`) for the whole run: a second
-        writer of the same run refuses with an error naming this process."""
+        writer of the same run refuses with an error naming this process. Holding it, rank 0 first removes the
+        checkpoint temporaries a killed save left in the run directory (no other writer can be using them)."""
         ctx = setup_distributed(self.config.device)
         try:
             if ctx.is_main and self.config.run_dir:
-                with RunLock(self.config.run_dir):
+                with RunLock(self.config.run_dir) as lock:
+                    stale = lock.remove_stale_temps(CHECKPOINT_NAME)
+                    if stale:
+                        log.info("removed %d stale checkpoint temporar%s of a killed save: %s", len(stale),
+                                 "y" if len(stale) == 1 else "ies", ", ".join(p.name for p in stale))
                     return self._fit(ctx)
             return self._fit(ctx)
         finally:
@@ -409,7 +463,7 @@ class Trainer:
         if not cfg.run_dir:
             self.resume_info = "fresh start (no run_dir)"
             return None
-        path = Path(cfg.run_dir) / "last.pt"
+        path = Path(cfg.run_dir) / CHECKPOINT_NAME
         if not path.exists():
             self.resume_info = f"fresh start (no {path})"
             return None
@@ -506,12 +560,12 @@ class Trainer:
         if ctx.distributed:
             net = nn.parallel.DistributedDataParallel(
                 model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        metrics_log = self.log_factory(ckpt is not None) if (ctx.is_main and self.log_factory) else None
+        metrics_log = self._open_log(st) if (ctx.is_main and self.log_factory) else None
 
         def save_state() -> None:
             rngs = all_gather_objects(_rng_state(), ctx)
             if ctx.is_main and cfg.run_dir:
-                save_checkpoint(Path(cfg.run_dir) / "last.pt", {
+                save_checkpoint(Path(cfg.run_dir) / CHECKPOINT_NAME, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "step": st.step, "epoch": st.epoch, "state": dataclasses.asdict(st), "rng": rngs,
@@ -602,17 +656,34 @@ class Trainer:
                 val = self.val_fn(model)
             model.train(was_training)
             metrics.update({f"val/{k}": float(v) for k, v in val.items()})
+        # the log row first, then the checkpoint: a kill in between leaves a row the checkpoint does not hold, which
+        # the next start drops (it opens the log empty and replays the checkpoint's history, see _open_log)
         if live is not None:
-            live.step = st.epoch
-            for k, v in metrics.items():
-                if k != "epoch":
-                    live.log_metric(k if k.startswith("val/") or k == "lr" else f"train/{k}", v)
-            live.next_step()
-        st.history = [h for h in st.history if int(h["epoch"] - 1e-9) != st.epoch] + [metrics]
+            self._log_epoch(live, metrics)
+        st.history = [h for h in st.history if _epoch_index(h) != st.epoch] + [metrics]
         st.logged_step = st.step
         if st.epoch_step == spe:
             st.epoch, st.epoch_step, st.sums = st.epoch + 1, 0, {}
         run.save_state()
+
+    def _open_log(self, st: _State) -> MetricsLog:
+        """The metrics log, opened empty, holding the checkpoint's epochs (``st.history``, empty on fresh starts):
+        rows a killed run wrote after its last checkpoint are gone, and the epoch they belong to is logged again
+        when training redoes it."""
+        assert self.log_factory is not None
+        live = self.log_factory()
+        for metrics in st.history:
+            self._log_epoch(live, metrics)
+        return live
+
+    @staticmethod
+    def _log_epoch(live: MetricsLog, metrics: Mapping[str, float]) -> None:
+        """One epoch's row: every metric but ``epoch``, at step = the 0-based epoch."""
+        live.step = _epoch_index(metrics)
+        for k, v in metrics.items():
+            if k != "epoch":
+                live.log_metric(k if k.startswith("val/") or k == "lr" else f"train/{k}", v)
+        live.next_step()
 
     # -------------------------------------------------------------------------------------------- guards, io
     @staticmethod
@@ -632,7 +703,8 @@ class Trainer:
 
     def _nan_message(self, st: _State, what: str, values: Mapping[str, float]) -> str:
         parts = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
-        where = f"; {Path(self.config.run_dir) / 'last.pt'} keeps the last good state" if self.config.run_dir else ""
+        run_dir = self.config.run_dir
+        where = f"; {Path(run_dir) / CHECKPOINT_NAME} keeps the last good state" if run_dir else ""
         return (f"non-finite {what} at step {st.step} (epoch {st.epoch + 1}, step {st.epoch_step} of the epoch): "
                 f"{parts}. Training stopped{where}.")
 

@@ -9,7 +9,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pose.io import PoseDataError, read_image, read_json, require_keys
+from pose.data.coco import load_coco_keypoints
+from pose.io import PoseDataError, read_image
 from pose.skeletons import COCO17, OPENPOSE18, Skeleton
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -53,13 +54,18 @@ def poses_to_coco_results(image_id: int, poses: Sequence, skeleton: Skeleton = O
 
 
 def evaluate_coco(gt_json_path: str | os.PathLike, results: list[dict]) -> dict[str, float]:
-    """COCOeval 'keypoints' of ``results`` against the ground truth file; all zeros for no results."""
+    """COCOeval 'keypoints' of ``results`` against the ground truth file; all zeros for no results.
+
+    The file is validated first (:func:`pose.data.coco.load_coco_keypoints`): a bad annotation is a
+    :class:`PoseDataError` naming it, not an error inside pycocotools."""
+    gt_json_path = Path(gt_json_path)
+    return _score(gt_json_path, load_coco_keypoints(gt_json_path), results)
+
+
+def _score(gt_json_path: Path, data: dict, results: list[dict]) -> dict[str, float]:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    gt_json_path = Path(gt_json_path)
-    data = read_json(gt_json_path)
-    require_keys(data, ("images", "annotations", "categories"), gt_json_path)
     if not results:
         return {name: 0.0 for name in METRIC_NAMES}
     image_ids = {im["id"] for im in data["images"]}
@@ -82,18 +88,18 @@ def evaluate_coco(gt_json_path: str | os.PathLike, results: list[dict]) -> dict[
 def evaluate_predictor(predictor: Callable[[np.ndarray], list], gt_json_path: str | os.PathLike,
                        images_dir: str | os.PathLike, progress: bool = True
                        ) -> tuple[dict[str, float], list[dict]]:
-    """Run ``predictor`` on every image of the ground truth file and score it; returns (metrics, results)."""
+    """Run ``predictor`` on every image of the ground truth file and score it; returns (metrics, results).
+
+    The file is validated before the first image is read (:func:`evaluate_coco`)."""
     gt_json_path = Path(gt_json_path)
-    data = read_json(gt_json_path)
-    require_keys(data, ("images",), gt_json_path)
+    data = load_coco_keypoints(gt_json_path)
     images = data["images"]
     if progress:
         from tqdm import tqdm
 
         images = tqdm(images, desc="COCO eval", unit="img")
     results: list[dict] = []
-    for i, im in enumerate(images):
-        require_keys(im, ("id", "file_name"), gt_json_path, where=f"images[{i}]")
+    for im in images:
         image = read_image(Path(images_dir) / im["file_name"])
         results += poses_to_coco_results(im["id"], predictor(image))
-    return evaluate_coco(gt_json_path, results), results
+    return _score(gt_json_path, data, results), results

@@ -25,6 +25,8 @@ from pose.io import PoseDataError, write_json
 # ------------------------------------------------------------------------------------------------------ profiles
 def select_profile(section: Mapping[str, Any], branch: str, source: str) -> tuple[str, dict[str, Any]]:
     """``(name, a copy of the profile)`` named by ``section['profile']`` among ``section['profiles']``."""
+    if not isinstance(section, Mapping):
+        raise PoseDataError(source, f"must be a mapping, got {type(section).__name__}", field=branch)
     profiles = section.get("profiles")
     if not isinstance(profiles, Mapping) or not profiles:
         raise PoseDataError(source, "missing or empty", field=f"{branch}.profiles")
@@ -43,6 +45,13 @@ def layered(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     for layer in layers:
         out.update(copy.deepcopy(dict(layer or {})))
     return out
+
+
+def named_layers(*layers: tuple[str, Mapping[str, Any] | None]) -> tuple[dict[str, Any], dict[str, str]]:
+    """:func:`layered` of ``(dotted name, layer)`` pairs, plus each key's dotted params name: the name of the layer
+    that gave it (``{'epochs': 'fpd.profiles.sample.roles.teacher.epochs', ...}``), for messages."""
+    names = {str(k): f"{where}.{k}" for where, layer in layers for k in (layer or {})}   # later layers win
+    return layered(*(layer for _, layer in layers)), names
 
 
 # ------------------------------------------------------------------------------------------------------ files

@@ -37,13 +37,14 @@ from torch.utils.data import ConcatDataset, Dataset
 from pose.codecs.heatmap import DECODE_METHODS as DECODES  # reference | dark | dark_blur
 from pose.data.datasets import TARGET_MODES as TARGET_WEIGHTS  # visible | labelled | reference
 from pose.families.hourglass import HOURGLASS
+from pose.data.settings import MPII_DATA_KEYS, MPII_UNLABELED_KEYS, MpiiSettings
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 from pose.export import ExportSettings
 from pose.model_info import ModelInfo, of_family
 from pose.predict.options import PredictOptions
-from pose.recipes.common import (StageFiles, file_id, layered, run_training, select_profile,
+from pose.recipes.common import (StageFiles, file_id, layered, named_layers, run_training, select_profile,
                                  training_metrics, write_export_metrics, write_metrics)
-from pose.settings import from_mapping, keyword_values
+from pose.settings import at_most, convert_fields, from_mapping, greater, keyword_values, positive
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
 PROFILE_KEYS = ("input_res", "flip_test", "train", "roles", "augment", "target", "decode")
 # MpiiDataset's augmentation knobs a profile may set (their defaults, the paper's, are the dataset's)
 AUGMENT_KEYS = ("scale_factor", "rot_factor", "rot_prob", "flip_prob", "color_factor")
+# HourglassNet's keyword arguments fpd.models.<teacher|student> may set (their defaults are the model's); the
+# number of joints is MPII's
+MODEL_KEYS = ("num_stacks", "num_blocks", "mobile")
+EXPORT_MULTIPLE = 64                 # the hourglass's input sides are multiples of this
 
 
 @dataclass(frozen=True)
@@ -68,17 +73,27 @@ class MpiiPaths:
 
     @classmethod
     def from_params(cls, mpii: Mapping[str, Any], source: str = "settings") -> "MpiiPaths":
-        """From the ``mpii`` section (``prepared``, ``link``, ``images``, ``unlabeled_images``); makes sure the image
-        link exists (:func:`pose.data.mpii.ensure_image_link`)."""
+        """From the ``mpii`` section (``prepared``, ``link``, ``images``, ``unlabeled_images``); makes sure the
+        image link exists (:meth:`of`)."""
+        return cls.of(read_mpii(mpii, source, unlabeled=True))
+
+    @classmethod
+    def of(cls, mpii: MpiiSettings) -> "MpiiPaths":
+        """The paths of typed ``mpii`` settings (:func:`read_mpii`); makes sure the image link exists
+        (:func:`pose.data.mpii.ensure_image_link`): the first thing that touches a file, so call it after every
+        setting was read."""
         from pose.data.mpii import ensure_image_link
 
-        for key in ("images", "link", "prepared"):
-            if not isinstance(mpii.get(key), str):
-                raise PoseDataError(source, f"must be a path, got {mpii.get(key)!r}", field=f"mpii.{key}")
-        ensure_image_link(mpii["images"], mpii["link"])
-        prepared = Path(mpii["prepared"])
-        return cls(str(prepared / "train.json"), str(prepared / "val.json"), str(mpii["link"]),
-                   str(prepared / "gt_val.mat"), mpii.get("unlabeled_images"))
+        ensure_image_link(mpii.images, mpii.link)
+        prepared = Path(mpii.prepared)
+        return cls(str(prepared / "train.json"), str(prepared / "val.json"), str(mpii.link),
+                   str(prepared / "gt_val.mat"), mpii.unlabeled_images)
+
+
+def read_mpii(mpii: Mapping[str, Any] | None, source: str = "settings", unlabeled: bool = False) -> MpiiSettings:
+    """The ``mpii`` keys the FPD stages read (:data:`pose.data.settings.MPII_DATA_KEYS`, and ``unlabeled_images``
+    with ``unlabeled``: the roles that train on them), typed; touches nothing."""
+    return MpiiSettings.from_params(mpii, source, keys=MPII_DATA_KEYS + (MPII_UNLABELED_KEYS if unlabeled else ()))
 
 
 # ------------------------------------------------------------------------------------------------------ settings
@@ -89,6 +104,12 @@ class Target:
     weight: str = "labelled"
     subpixel: bool = True
     sigma: float = 1.0
+
+    def check(self, source: str, prefix: str) -> None:
+        if self.weight not in TARGET_WEIGHTS:
+            raise PoseDataError(source, f"must be one of {TARGET_WEIGHTS}, got {self.weight!r}",
+                                field=f"{prefix}.weight")
+        greater(source, f"{prefix}.sigma", self.sigma, 0.0)
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,9 @@ class Models:
 @dataclass(frozen=True)
 class FpdEval:
     grid_images: int = 4             # val images per model in the prediction grid
+
+    def check(self, source: str, prefix: str) -> None:
+        positive(source, f"{prefix}.grid_images", self.grid_images, 1)
 
 
 @dataclass(frozen=True)
@@ -124,41 +148,60 @@ class FpdSettings:
     @classmethod
     def from_params(cls, section: Mapping[str, Any], source: str) -> "FpdSettings":
         """Resolve the ``fpd`` section (``source`` names its file in messages); bad values raise
-        :class:`PoseDataError` naming the field."""
+        :class:`PoseDataError` naming the field. Everything is checked here, before any work: each layer under its
+        own name (``fpd.target.sigma``, ``fpd.profiles.<name>.target.sigma``), the models' keyword arguments, the
+        augmentation, and every role's training config (optimizer and scheduler included)."""
         name, prof = select_profile(section, "fpd", source)
+        where = f"fpd.profiles.{name}"
         unknown = set(prof) - set(PROFILE_KEYS)
         if unknown:
-            raise PoseDataError(source, f"unknown key(s) {sorted(unknown)}", field=f"fpd.profiles.{name}")
+            raise PoseDataError(source, f"unknown key(s) {sorted(unknown)}", field=where)
         for key in ("train", "target", "roles"):
-            for where, layer in (("fpd", section.get(key)), (f"fpd.profiles.{name}", prof.get(key))):
+            for prefix, layer in (("fpd", section.get(key)), (where, prof.get(key))):
                 if layer is not None and not isinstance(layer, Mapping):
-                    raise PoseDataError(source, "must be a mapping", field=f"{where}.{key}")
+                    raise PoseDataError(source, "must be a mapping", field=f"{prefix}.{key}")
+        # each layer typed (and its nested settings checked) under its own name, before they are merged
+        convert_fields(cls, {k: v for k, v in section.items() if k not in ("profiles", "models", "augment")},
+                       source, "fpd")
+        convert_fields(cls, {k: v for k, v in prof.items() if k != "augment"}, source, where)
         merged = {k: v for k, v in section.items() if k != "profiles"}
         merged.update(prof)
         merged.update(profile=name, train=layered(section.get("train"), prof.get("train")),
                       target=layered(section.get("target"), prof.get("target")))
-        if not isinstance(merged.get("models"), Mapping):
-            raise PoseDataError(source, "missing mapping", field="fpd.models")
+        merged["models"] = _models(section.get("models"), source)
         if not isinstance(merged.get("input_res"), int) or merged["input_res"] < 64 or merged["input_res"] % 64:
             raise PoseDataError(source, f"must be a positive multiple of 64, got {merged.get('input_res')!r}",
-                                field=f"fpd.profiles.{name}.input_res")
+                                field=f"{where}.input_res")
         from pose.data.datasets import MpiiDataset
 
         merged["augment"] = keyword_values(MpiiDataset.__init__, prof.get("augment"), AUGMENT_KEYS, source,
-                                           f"fpd.profiles.{name}.augment")
+                                           f"{where}.augment")
+        _check_augment(merged["augment"], source, f"{where}.augment")
         settings = from_mapping(cls, merged, source, "fpd")
         if settings.decode not in DECODES:
             raise PoseDataError(source, f"must be one of {DECODES}, got {settings.decode!r}",
-                                field=f"fpd.profiles.{name}.decode")
+                                field=f"{where}.decode")
         if not 0.0 <= settings.alpha <= 1.0:
             raise PoseDataError(source, f"must be in [0, 1], got {settings.alpha!r}", field="fpd.alpha")
-        if settings.target.weight not in TARGET_WEIGHTS:
-            raise PoseDataError(source, f"must be one of {TARGET_WEIGHTS}, got {settings.target.weight!r}",
-                                field="fpd.target.weight")
         unknown_roles = set(settings.roles) - set(ROLES)
         if unknown_roles:
             raise PoseDataError(source, f"unknown role(s) {sorted(unknown_roles)}; known: {ROLES}",
-                                field=f"fpd.profiles.{name}.roles")
+                                field=f"{where}.roles")
+        shape = settings.export.input_shape
+        if shape is not None and (shape[2] % EXPORT_MULTIPLE or shape[3] % EXPORT_MULTIPLE):
+            raise PoseDataError(source, f"height and width must be multiples of {EXPORT_MULTIPLE} (the hourglass's "
+                                        f"input), got {list(shape)}", field="fpd.export.input_shape")
+        from pose.engine.trainer import TrainConfig
+
+        layers = (("fpd.train", section.get("train")), (f"{where}.train", prof.get("train")))
+        for prefix, layer in layers:      # each layer alone: every key is checked under its own name
+            TrainConfig.from_params(layer or {}, source=source, prefix=prefix)
+        for role in ROLES:                # then what each role trains with
+            role_layer = settings.roles.get(role)
+            if role_layer is not None and not isinstance(role_layer, Mapping):
+                raise PoseDataError(source, "must be a mapping", field=f"{where}.roles.{role}")
+            d, names = named_layers(*layers, (f"{where}.roles.{role}", role_layer))
+            TrainConfig.from_params(d, source=source, names=names)
         return settings
 
     def predict_options(self) -> PredictOptions:
@@ -192,6 +235,39 @@ class FpdSettings:
         same at every epoch and the teacher's output can be cached."""
         return all(float(self.augment.get(k, 1.0)) == 0.0
                    for k in ("scale_factor", "rot_factor", "flip_prob", "color_factor"))
+
+
+def _models(models: Any, source: str) -> dict[str, dict[str, Any]]:
+    """``fpd.models``: the teacher's and the student's HourglassNet keyword arguments (:data:`MODEL_KEYS`), typed
+    by the constructor's annotations and range-checked here, so that a bad one is named before any model is built."""
+    from pose.models.hourglass import HourglassNet
+
+    if not isinstance(models, Mapping):
+        raise PoseDataError(source, "missing mapping" if models is None else f"must be a mapping, got {models!r}",
+                            field="fpd.models")
+    unknown = sorted(set(models) - {"teacher", "student"}, key=str)
+    if unknown:
+        raise PoseDataError(source, f"unknown key(s) {unknown}; known: ['student', 'teacher']",
+                            field=f"fpd.models.{unknown[0]}")
+    out = {}
+    for who in ("teacher", "student"):
+        if who not in models:
+            raise PoseDataError(source, "missing (a required key)", field=f"fpd.models.{who}")
+        if not isinstance(models[who], Mapping):
+            raise PoseDataError(source, f"must be a mapping, got {models[who]!r}", field=f"fpd.models.{who}")
+        kw = keyword_values(HourglassNet.__init__, models[who], MODEL_KEYS, source, f"fpd.models.{who}")
+        for key in ("num_stacks", "num_blocks"):
+            positive(source, f"fpd.models.{who}.{key}", kw.get(key), 1)
+        out[who] = kw
+    return out
+
+
+def _check_augment(augment: Mapping[str, Any], source: str, prefix: str) -> None:
+    """MpiiDataset's augmentation knobs: scale, rotation and colour factors >= 0, probabilities in [0, 1]."""
+    for key, value in augment.items():
+        positive(source, f"{prefix}.{key}", value, 0.0)
+        if key.endswith("_prob"):
+            at_most(source, f"{prefix}.{key}", value, 1.0)
 
 
 @dataclass(frozen=True)

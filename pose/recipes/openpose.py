@@ -37,7 +37,8 @@ from pose.predict.options import PredictOptions
 from pose.export import ExportSettings
 from pose.recipes.common import (StageFiles, file_id, layered, run_training, select_profile,
                                  training_metrics, write_export_metrics, write_metrics)
-from pose.settings import from_mapping, keyword_values
+from pose.data.settings import COCO_TRAIN_KEYS, COCO_TRAIN_VAL_KEYS, CocoSettings
+from pose.settings import at_most, convert_fields, from_mapping, greater, keyword_values, positive
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,14 @@ class Step:
     max_steps: int | None = None
     train: dict = dataclasses.field(default_factory=dict)
 
+    def check(self, source: str, prefix: str) -> None:
+        # >= 1: every model is evaluated through its first refinement stage (LWOP val.py)
+        positive(source, f"{prefix}.num_refinement_stages", self.num_refinement_stages, 1)
+        positive(source, f"{prefix}.epochs", self.epochs, 1)
+        positive(source, f"{prefix}.max_steps", self.max_steps, 1)
+        for m in self.milestones or ():
+            positive(source, f"{prefix}.milestones", m, 1)
+
 
 @dataclass(frozen=True)
 class OpenPoseEval:
@@ -68,6 +77,14 @@ class OpenPoseEval:
     base_height: int                 # network input height (LWOP: 368)
     scales: tuple[float, ...] = (1.0,)
     plot_images: int = 6
+
+    def check(self, source: str, prefix: str) -> None:
+        positive(source, f"{prefix}.base_height", self.base_height, 1)
+        if not self.scales:
+            raise PoseDataError(source, "must list at least one scale", field=f"{prefix}.scales")
+        for scale in self.scales:
+            greater(source, f"{prefix}.scales", scale, 0.0)
+        positive(source, f"{prefix}.plot_images", self.plot_images, 1)
 
     def predict_options(self) -> PredictOptions:
         return PredictOptions(height=self.base_height, mode="val", scales=self.scales)
@@ -87,21 +104,38 @@ class OpenPoseSettings:
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any], source: str) -> "OpenPoseSettings":
-        """Resolve the ``openpose`` section (``source`` names its file in messages)."""
+        """Resolve the ``openpose`` section (``source`` names its file in messages). Everything is checked here,
+        before any work, each value under its own name (``openpose.profiles.<name>.data.stride``): the dataset
+        knobs, the steps, the evaluation, the export and every step's training config (optimizer and scheduler
+        included). Files are not looked at (:func:`check_init_weights` does, for the step that loads them)."""
         name, prof = select_profile(section, "openpose", source)
+        where = f"openpose.profiles.{name}"
         for key in ("data", "train", "steps", "eval"):
             if not isinstance(prof.get(key), Mapping):
-                raise PoseDataError(source, "missing mapping", field=f"openpose.profiles.{name}.{key}")
+                raise PoseDataError(source, "missing mapping", field=f"{where}.{key}")
         unknown = set(prof["steps"]) - set(STEPS)
         if unknown:
-            raise PoseDataError(source, f"unknown step(s) {sorted(unknown)}", field=f"openpose.profiles.{name}.steps")
+            raise PoseDataError(source, f"unknown step(s) {sorted(unknown)}", field=f"{where}.steps")
         from pose.data.datasets import CocoTrainDataset
 
-        merged = {k: v for k, v in section.items() if k != "profiles"}
-        merged.update(prof, profile=name)
+        # the profile's parts typed (and their nested settings checked) under their own names before the merge
+        profile = convert_fields(cls, {k: v for k, v in prof.items() if k != "data"}, source, where)
+        merged = {**{k: v for k, v in section.items() if k != "profiles"}, **profile, "profile": name}
         merged["data"] = keyword_values(CocoTrainDataset.__init__, prof["data"], DATASET_KEYS, source,
-                                        f"openpose.profiles.{name}.data")
-        return from_mapping(cls, merged, source, "openpose")
+                                        f"{where}.data")
+        _check_data(merged["data"], source, f"{where}.data")
+        settings = from_mapping(cls, merged, source, "openpose")
+        from pose.engine.trainer import TrainConfig
+
+        TrainConfig.from_params(settings.train, source=source, prefix=f"{where}.train")
+        for step, s in settings.steps.items():
+            if s.train:
+                TrainConfig.from_params(s.train, source=source, prefix=f"{where}.steps.{step}.train")
+            names = {k: f"{where}.train.{k}" for k in settings.train}
+            names.update({k: f"{where}.steps.{step}.train.{k}" for k in s.train})
+            names.update(epochs=f"{where}.steps.{step}.epochs", max_steps=f"{where}.steps.{step}.max_steps")
+            settings.train_config(step, source=source, names=names)
+        return settings
 
     def arch(self, step: str) -> dict[str, Any]:
         """The ``arch`` dict of a training step."""
@@ -119,7 +153,7 @@ class OpenPoseSettings:
         return self.steps[step]
 
     def train_config(self, step: str, files: StageFiles | None = None, overrides: Mapping[str, Any] | None = None,
-                     source: str = "settings") -> Any:
+                     source: str = "settings", names: Mapping[str, str] | None = None) -> Any:
         """TrainConfig of a step: the profile's ``train`` updated by the step's own ``train`` (key by key: a step's
         ``optimizer`` replaces the profile's whole), then the step's ``epochs`` / ``milestones`` / ``max_steps``,
         the stage's files and ``overrides`` (tests)."""
@@ -137,7 +171,7 @@ class OpenPoseSettings:
         if files is not None:
             train.update(run_dir=files.run_dir, out_path=files.model)
         train.update(overrides or {})
-        return TrainConfig.from_params(train, source=source)
+        return TrainConfig.from_params(train, source=source, names=names)
 
 
 @dataclass(frozen=True)
@@ -154,10 +188,40 @@ class CocoTrainData:
 
     @classmethod
     def from_params(cls, coco: Mapping[str, Any], source: str) -> "CocoTrainData":
-        optional = (("label_net_input", "label_net_input"), ("skip_unreadable", "skip_unreadable_images"),
-                    ("val_json", "val_subset_out"), ("val_images", "val_images"))
-        return from_mapping(cls, {"labels": coco.get("labels_out"), "images_dir": coco.get("train_images"),
-                                  **{k: coco[f] for k, f in optional if f in coco}}, source, "coco")
+        """From the ``coco`` section's training keys (:data:`pose.data.settings.COCO_TRAIN_KEYS`, plus the val
+        subset's when given: without them, no validation during training), typed by
+        :class:`pose.data.settings.CocoSettings`."""
+        val = tuple(k for k in COCO_TRAIN_VAL_KEYS if isinstance(coco, Mapping) and k in coco)
+        s = CocoSettings.from_params(coco, source, keys=COCO_TRAIN_KEYS + val)
+        return cls(labels=s.labels_out, images_dir=s.train_images, label_net_input=float(s.label_net_input),
+                   skip_unreadable=s.skip_unreadable_images, val_json=s.val_subset_out, val_images=s.val_images)
+
+
+def _check_data(data: Mapping[str, Any], source: str, prefix: str) -> None:
+    """CocoTrainDataset's knobs (the profile's ``data``; an absent one is the dataset's default): positive sizes, an
+    input a multiple of the stride, positive Gaussian / PAF widths, probabilities in [0, 1], a scale range."""
+    value = {k: data.get(k, _dataset_default(k)) for k in DATASET_KEYS}
+    for key in ("input_size", "stride"):
+        positive(source, f"{prefix}.{key}", data.get(key), 1)
+    if value["input_size"] % value["stride"]:
+        raise PoseDataError(source, f"must be a multiple of stride {value['stride']}, got {value['input_size']}",
+                            field=f"{prefix}.input_size")
+    for key in ("sigma", "paf_thickness", "target_dist", "scale_min"):
+        greater(source, f"{prefix}.{key}", data.get(key), 0.0)
+    for key in ("max_rotate", "center_perturb", "scale_prob", "flip_prob"):
+        positive(source, f"{prefix}.{key}", data.get(key), 0.0)
+    for key in ("scale_prob", "flip_prob"):
+        at_most(source, f"{prefix}.{key}", data.get(key), 1.0)
+    if value["scale_max"] < value["scale_min"]:
+        raise PoseDataError(source, f"must be >= scale_min ({value['scale_min']}), got {value['scale_max']}",
+                            field=f"{prefix}.scale_max")
+
+
+def check_init_weights(path: str | None, source: str, field: str = "openpose.imagenet_weights") -> None:
+    """A training step's start weights named in the params (``field``) must be a file: checked before any work,
+    named as the setting it comes from."""
+    if path is not None and not Path(path).is_file():
+        raise PoseDataError(source, f"no such file: {path} (null: start from scratch)", field=field)
 
 
 @dataclass(frozen=True)
