@@ -238,3 +238,46 @@ def test_a_killed_two_process_stage_resumes_to_the_uninterrupted_weights(tmp_pat
     assert all(torch.equal(resumed[k], full[k]) for k in full)          # bit for bit: same batches, same order
     rows = (root / "run/live/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2"]       # one DVCLive row per epoch
+
+
+# ----------------------------------------------------------------------------------------------- the real stage
+def test_the_student_stage_as_two_processes_writes_what_one_process_writes(tmp_path):
+    """The real hourglass student task (tasks.fpd, the recipe, DVCLive) on a tiny generated MPII set: 2 processes
+    x batch 2 complete and write the files 1 process x batch 4 writes, the record once, with rank 0's validation.
+    (Not the same weights: the student's BatchNorm statistics are per process.)"""
+    from pose.data import mpii as mpii_data
+    from pose.data.synthetic import SampleConfig, generate_sample
+    from pose.recipes import fpd
+    from pose.recipes.common import PathSettings, StageFiles
+    from tasks.fpd import train_hourglass_role
+
+    generate_sample(tmp_path / "sample", SampleConfig(seed=3, coco_train_images=1, coco_val_images=1,
+                                                      mpii_train_people=8, mpii_val_people=4, unlabeled_images=1,
+                                                      contact_sheet=None))
+    s = tmp_path / "sample" / "mpii"
+    mpii_data.prepare_mpii(s / "images", s / "mpii_annotations.json", s / "detections_our_format.mat",
+                           tmp_path / "link", tmp_path / "prepared")
+    data = fpd.MpiiPaths(str(tmp_path / "prepared/train.json"), str(tmp_path / "prepared/val.json"),
+                         str(tmp_path / "link"), str(tmp_path / "prepared/gt_val.mat"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["fpd"]["profiles"]["sample"]["train"].update(epochs=1, threads=1, val_every=1, log_every=1)
+    out = {}
+    for n in (1, 2):
+        params["fpd"]["profiles"]["sample"]["train"]["batch_size"] = 4 // n
+        settings = fpd.FpdSettings.from_params(params["fpd"], "params.yaml")
+        root = tmp_path / f"n{n}"
+        paths = PathSettings(models=str(root / "models"), runs=str(root / "runs"), records=str(root / "records"))
+        run = fpd.FpdRun(settings=settings, role="student", data=data,
+                         files=StageFiles.of(paths, "train_student", "fpd_train"), source="params.yaml")
+        summary = train_hourglass_role.fn(run, LaunchSettings(nproc_per_node=n))
+        record = json.loads((root / "records/fpd_train/train_student.json").read_text())
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".lock")
+        out[n] = summary, record, files
+    (s1, r1, f1), (s2, r2, f2) = out[1], out[2]
+    assert f1 == f2 and "models/train_student/model.pt" in f1 and "runs/train_student/live/metrics.json" in f1
+    assert (s1["world_size"], s2["world_size"], s1["effective_batch"], s2["effective_batch"]) == (1, 2, 4, 4)
+    assert r1.keys() == r2.keys() and "val/pckh_mean" in r2 and r2["effective_batch"] == 4   # rank 0's record
+    assert s1["step"] == s2["step"] == 2                                 # 8 people / effective batch 4
+    w1, w2 = (load_checkpoint(root / "models/train_student/model.pt")["state_dict"]
+              for root in (tmp_path / "n1", tmp_path / "n2"))
+    assert w1.keys() == w2.keys() and all(torch.isfinite(w2[k].float()).all() for k in w2)
