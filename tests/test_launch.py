@@ -145,14 +145,16 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _toy_repo(root: Path, nproc: int) -> Path:
     root.mkdir(parents=True)
-    (root / "train.py").write_text(_STAGE.format(root=str(ROOT), script=str(ROOT / "tests/fixtures/engine/tiny_train.py")))
+    script = ROOT / "tests/fixtures/engine/tiny_train.py"
+    (root / "train.py").write_text(_STAGE.format(root=str(ROOT), script=str(script)))
     (root / "dvc.yaml").write_text(_DVC_YAML.format(py=sys.executable))
     _params(root, nproc)
     (root / ".gitignore").write_text("run/\n")
     for cmd in (["git", "init", "-q", "-b", "main"], [str(VENV_BIN / "dvc"), "init", "-q"],
                 [str(VENV_BIN / "dvc"), "config", "core.analytics", "false"]):
         subprocess.run(cmd, cwd=root, check=True, capture_output=True)
-    git = ["git", "-c", "user.email=test@example.invalid", "-c", "user.name=posepipe tests", "-c", "commit.gpgsign=false"]
+    git = ["git", "-c", "user.email=test@example.invalid", "-c", "user.name=posepipe tests",
+           "-c", "commit.gpgsign=false"]
     subprocess.run([*git, "add", "-A"], cwd=root, check=True, capture_output=True)
     subprocess.run([*git, "commit", "-qm", "toy stage"], cwd=root, check=True, capture_output=True)
     return root
