@@ -192,5 +192,7 @@ def run_stage(flow: Callable[..., Any], doc: str, arg: str, choices: Sequence[st
 def training_line(name: str, summary: dict) -> str:
     """One line on a finished (or resumed) training stage."""
     val = "".join(f", {k} {v:.2f}" for k, v in summary.items() if k.startswith("val/"))
-    return (f"{name}: loss {summary.get('loss', float('nan')):.4g}{val} after {summary.get('step')} steps; "
+    batch = (f" (effective batch {summary['effective_batch']}, {summary.get('world_size', 1)} process(es))"
+             if "effective_batch" in summary else "")
+    return (f"{name}: loss {summary.get('loss', float('nan')):.4g}{val} after {summary.get('step')} steps{batch}; "
             f"{summary['cpu_s']:.0f} CPU s, {summary['wall_s']:.0f} s wall; {summary.get('resume')}")

@@ -55,6 +55,16 @@ def path_settings(params: dict[str, Any] | None = None) -> Any:
     return from_mapping(PathSettings, section, params_source(), "paths")
 
 
+def launch_settings(params: dict[str, Any] | None = None) -> Any:
+    """The ``launch`` section as :class:`pose.engine.launch.LaunchSettings` (one process when absent): how many
+    processes a training stage runs as."""
+    from pose.engine.launch import LaunchSettings
+    from pose.settings import from_mapping
+
+    section = (params if params is not None else load_params()).get("launch")
+    return from_mapping(LaunchSettings, section, params_source(), "launch")
+
+
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     """``params[name]``, or a :class:`~pose.io.PoseDataError` naming the params file when the section is missing
     or not a mapping (flows that read several sections load the whole file, then take each with this)."""

@@ -5,7 +5,8 @@
 ``step3`` (3 refinement stages) from step 2's model by a partial load. The stage writes
 ``<paths.models>/openpose_<step>/model.pt``, resumable state and DVCLive in ``<paths.runs>/openpose_<step>/``
 (rerunning continues an interrupted run) and the training summary in
-``<paths.records>/openpose_train/openpose_<step>.json``.
+``<paths.records>/openpose_train/openpose_<step>.json``. The ``launch`` section says how many processes train
+(:mod:`pose.engine.launch`); rank 0 writes the outputs.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import json
 from prefect import flow
 
 from flows._main import run_stage, training_line
-from flows._params import load_params, params_source, path_settings, section
+from flows._params import launch_settings, load_params, params_source, path_settings, section
 from pose.recipes.common import StageFiles
 from pose.recipes.openpose import (STAGES, STEPS, CocoTrainData, OpenPoseRun, OpenPoseSettings,
                                    check_init_weights)
@@ -29,13 +30,14 @@ def train_openpose(step: str = "step1", params: dict | None = None) -> dict:
     paths = path_settings(p)                     # every setting, before any work
     settings = OpenPoseSettings.from_params(section(p, "openpose"), source)
     data = CocoTrainData.from_params(section(p, "coco"), source)
+    launch = launch_settings(p)
     index = STEPS.index(step)
     if index == 0:
         check_init_weights(settings.imagenet_weights, source)
     init = settings.imagenet_weights if index == 0 else paths.model(STAGES[STEPS[index - 1]])
     summary = train_openpose_step(OpenPoseRun(
         settings=settings, step=step, data=data, init=init, source=source,
-        files=StageFiles.of(paths, STAGES[step], "openpose_train")))
+        files=StageFiles.of(paths, STAGES[step], "openpose_train")), launch)
     print(training_line(f"train_openpose {step}", summary))
     init_info = summary.get("init") or {}
     if init_info.get("source"):

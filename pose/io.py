@@ -33,6 +33,9 @@ class PoseDataError(ValueError):
         where = f"{self.path}" + (f": field {field!r}" if field else "")
         super().__init__(f"{where}: {problem}")
 
+    def __reduce__(self):  # picklable with its fields (a launched worker hands it back, pose.engine.launch)
+        return type(self), (self.path, self.problem, self.field)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, is_dir: bool = False, written_by: str = "posepipe") -> Iterator[Path]:

@@ -6,14 +6,17 @@ from typing import Any, Mapping
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from pose.engine.launch import LaunchSettings, run_workers
 from pose.recipes import fpd as recipe
 from pose.export import ExportSettings
 from tasks._live import dvclive_log
 
 
 @task(cache_policy=NO_CACHE)
-def train_hourglass_role(run: recipe.FpdRun) -> dict[str, Any]:
-    return recipe.train_role(run, log_factory=dvclive_log(run.files.live_dir))
+def train_hourglass_role(run: recipe.FpdRun, launch: LaunchSettings = LaunchSettings()) -> dict[str, Any]:
+    """One role's training, as ``launch`` says (one process, or N workers of which rank 0's summary returns)."""
+    return run_workers(recipe.train_role, (run, True, dvclive_log(run.files.live_dir)), launch,
+                       run_id=recipe.STAGES[run.role])
 
 
 @task(cache_policy=NO_CACHE)

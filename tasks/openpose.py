@@ -6,14 +6,17 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from pose.engine.launch import LaunchSettings, run_workers
 from pose.recipes import openpose as recipe
 from pose.export import ExportSettings
 from tasks._live import dvclive_log
 
 
 @task(cache_policy=NO_CACHE)
-def train_openpose_step(run: recipe.OpenPoseRun) -> dict[str, Any]:
-    return recipe.train_step(run, log_factory=dvclive_log(run.files.live_dir))
+def train_openpose_step(run: recipe.OpenPoseRun, launch: LaunchSettings = LaunchSettings()) -> dict[str, Any]:
+    """One step's training, as ``launch`` says (one process, or N workers of which rank 0's summary returns)."""
+    return run_workers(recipe.train_step, (run, dvclive_log(run.files.live_dir)), launch,
+                       run_id=recipe.STAGES[run.step])
 
 
 @task(cache_policy=NO_CACHE)

@@ -410,6 +410,9 @@ PARAMS_BAD = [  # (id, flow args, dotted key, value or delp, expected field text
     ("paths_models_number", ["flows.eval_mpii"], "paths.models", 5, "paths.models"),
     ("plots_stages_string", ["flows.render_plots"], "render_plots.stages", "train_teacher", "render_plots.stages"),
     ("plots_stage_unknown", ["flows.render_plots"], "render_plots.stages", ["train_nobody"], "train_nobody"),
+    ("launch_nproc_zero", ["flows.train_hourglass", "student"], "launch.nproc_per_node", 0, "launch.nproc_per_node"),
+    ("launch_endpoint_no_port", ["flows.train_openpose", "step1"], "launch.rdzv_endpoint", "node0",
+     "launch.rdzv_endpoint"),
 ]
 for cid, args, key, value, fld in PARAMS_BAD:
     edit = value(key) if value is delp else setp(key, value)

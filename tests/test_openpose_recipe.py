@@ -281,3 +281,19 @@ def test_validation_during_training_scores_the_first_refinement_stage(tmp_path):
                            val_images=str(tmp_path / "images"))
     assert R.make_val_fn(settings(profile), data)(FirstRefinementSees().eval())["ap"] > 0.7
     assert R.make_val_fn(settings(profile), R.CocoTrainData(labels="x", images_dir="y")) is None
+
+
+def test_a_step_trains_as_two_processes(tiny_coco):
+    """train_openpose_step with launch.nproc_per_node 2 (pose.engine.launch): the workers get the run and DVCLive's
+    factory pickled, rank 0 writes the model, the record and DVCLive; its summary returns."""
+    from pose.engine.launch import LaunchSettings
+    from tasks.openpose import train_openpose_step
+
+    prof = tiny_profile()
+    prof["train"].update(batch_size=1, threads=1)
+    r = run(prof, "step1", tiny_coco, "openpose_ddp")
+    summary = train_openpose_step.fn(r, LaunchSettings(nproc_per_node=2))
+    assert (summary["world_size"], summary["effective_batch"], summary["step"]) == (2, 2, 1)
+    record = json.loads(Path(r.files.record).read_text())
+    assert record["world_size"] == 2 and Path(r.files.model).is_file()
+    assert (Path(r.files.live_dir) / "metrics.json").is_file()

@@ -18,6 +18,7 @@ from pose.data.settings import (COCO_EVAL_KEYS, COCO_LABELS_KEYS, COCO_TRAIN_KEY
                                 COCO_VAL_SUBSET_KEYS, MPII_DATA_KEYS, MPII_PREP_KEYS, MPII_UNLABELED_KEYS,
                                 CocoSettings, MpiiSettings)
 from pose.data.synthetic import sample_settings
+from pose.engine.launch import LaunchSettings
 from pose.io import PoseDataError
 from pose.recipes import fpd, openpose
 from pose.recipes.common import PathSettings
@@ -34,9 +35,14 @@ def _paths(p: dict) -> PathSettings:
     return from_mapping(PathSettings, p.get("paths"), SOURCE, "paths")
 
 
+def _launch(p: dict) -> LaunchSettings:
+    return from_mapping(LaunchSettings, p.get("launch"), SOURCE, "launch")
+
+
 def _train_openpose(p: dict) -> None:
     settings = openpose.OpenPoseSettings.from_params(p["openpose"], SOURCE)
     openpose.CocoTrainData.from_params(p["coco"], SOURCE)
+    _launch(p)
     openpose.check_init_weights(settings.imagenet_weights, SOURCE)       # step 1
 
 
@@ -46,10 +52,12 @@ def _eval_coco(p: dict) -> None:
     openpose.OpenPoseSettings.from_params(p["openpose"], SOURCE)
 
 
-def _fpd_stage(unlabeled: bool) -> Callable[[dict], None]:
+def _fpd_stage(unlabeled: bool, training: bool = False) -> Callable[[dict], None]:
     def read(p: dict) -> None:
         _paths(p)
         fpd.FpdSettings.from_params(p["fpd"], SOURCE)
+        if training:
+            _launch(p)
         fpd.read_mpii(p["mpii"], SOURCE, unlabeled=unlabeled)
     return read
 
@@ -60,8 +68,8 @@ READERS: dict[str, Callable[[dict], Any]] = {
     "coco_labels": lambda p: CocoSettings.from_params(p["coco"], SOURCE, keys=COCO_LABELS_KEYS),
     "coco_val_subset": lambda p: CocoSettings.from_params(p["coco"], SOURCE, keys=COCO_VAL_SUBSET_KEYS),
     "mpii_prep": lambda p: MpiiSettings.from_params(p["mpii"], SOURCE, keys=MPII_PREP_KEYS),
-    "train_hourglass": _fpd_stage(unlabeled=False),                      # teacher, student, student_fpd
-    "train_hourglass_unlabeled": _fpd_stage(unlabeled=True),             # student_fpd_unlabeled
+    "train_hourglass": _fpd_stage(unlabeled=False, training=True),       # teacher, student, student_fpd
+    "train_hourglass_unlabeled": _fpd_stage(unlabeled=True, training=True),   # student_fpd_unlabeled
     "train_openpose": _train_openpose,
     "eval_coco": _eval_coco,
     "export_openpose": _eval_coco,                                       # the same settings, export included
@@ -195,6 +203,14 @@ CASES = [  # (flow, dotted key, value or DELETE, the field the error must name)
     ("render_plots", "render_plots.stages", [3], "render_plots.stages[0]"),
     ("render_plots", "render_plots.colour", 1, "render_plots.colour"),
     ("render_plots", "paths.plots", 5, "paths.plots"),
+    ("train_hourglass", "launch.nproc_per_node", 0, "launch.nproc_per_node"),
+    ("train_hourglass", "launch.nproc_per_node", "all", "launch.nproc_per_node"),
+    ("train_openpose", "launch.nproc_per_node", "2", "launch.nproc_per_node"),          # quoted: not an integer
+    ("train_hourglass_unlabeled", "launch.nnodes", 0, "launch.nnodes"),
+    ("train_openpose", "launch.node_rank", 1, "launch.node_rank"),                      # not below nnodes = 1
+    ("train_hourglass", "launch.rdzv_endpoint", "node0", "launch.rdzv_endpoint"),       # no port
+    ("train_hourglass", "launch.max_restarts", -1, "launch.max_restarts"),
+    ("train_openpose", "launch.workers", 2, "launch.workers"),                           # unknown key
 ]
 
 
@@ -262,7 +278,7 @@ def test_valid_values_keep_their_meaning() -> None:
 
 def _declared(stage: str) -> list[str]:
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
-    return list((dvc.get("do") or dvc)["params"])
+    return list((dvc.get("do") or dvc).get("params") or [])
 
 
 @pytest.mark.parametrize("stage, section, keys", [
@@ -280,6 +296,16 @@ def _declared(stage: str) -> list[str]:
 def test_the_keys_a_stage_reads_are_the_ones_dvc_yaml_declares(stage, section, keys) -> None:
     declared = sorted(k.split(".", 1)[1] for k in _declared(stage) if k.startswith(f"{section}."))
     assert declared == sorted(keys)
+
+
+@pytest.mark.parametrize("stage", ["train_hourglass", "distill_hourglass", "openpose"])
+def test_training_stages_declare_the_launch_section(stage) -> None:
+    """The number of processes changes a training run (world size and effective batch are in its fingerprint), so a
+    change of ``launch`` reruns the training stages, and only them."""
+    assert "launch" in _declared(stage)
+    others = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert [s for s in others if s not in ("train_hourglass", "distill_hourglass", "openpose")
+            and "launch" in _declared(s)] == []
 
 
 def test_render_plots_knows_the_training_stages_of_the_pipeline() -> None:

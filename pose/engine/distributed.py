@@ -29,6 +29,11 @@ class DistContext:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """True in rank 0 of a launched group, and in a single process: the one that writes a stage's outputs."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     """'auto' → CUDA (this process's local rank) when available, else CPU; anything else is passed to torch."""
     if spec in (None, "", "auto"):

@@ -5,16 +5,18 @@ choice, AMP, torchrun / DDP, gradient accumulation, seeding, checkpoints with au
 non-finite-loss guard, the progress bar and DVCLive metrics.
 
 Determinism. Every sample is loaded with the global RNGs (random, numpy, torch) seeded from
-``(seed, epoch, rank, position in the epoch)``, and the epoch's order comes from ``DistributedSampler``
-(seeded by ``seed + epoch``). A sample's augmentation therefore depends neither on ``num_workers`` nor on
-whether the run was interrupted, and a resumed run skips the finished micro-batches of the epoch without
-loading them and continues exactly where the killed run was.
+``(seed, epoch, position in the epoch's order)``, and the epoch's order comes from ``DistributedSampler``
+(seeded by ``seed + epoch``). A sample's augmentation therefore depends neither on ``num_workers``, nor on the number
+of processes (rank r's position p is the epoch's position ``p * world_size + r``), nor on whether the run was
+interrupted, and a resumed run skips the finished micro-batches of the epoch without loading them and continues
+exactly where the killed run was. (With a caller's own ``sampler`` the seed is ``(seed, epoch, rank, position)``.)
 
 Resume. ``run_dir/last.pt`` is written atomically every ``checkpoint_every`` optimizer steps and at every
 epoch end. It carries a fingerprint of everything that changes the training trajectory (batch size,
 accumulation, seed, AMP, optimizer, schedule, clipping, start weights, arch, dataset size, world size, the
-caller's ``fingerprint_extra`` and a digest of the ``pose`` package's source, so that a stage re-run after a code
-change trains afresh instead of "resuming" the finished run of the old code). ``epochs`` / ``max_steps`` are
+effective batch = batch size x world size x accumulation, the caller's ``fingerprint_extra`` and a digest of the
+``pose`` package's source, so that a stage re-run after a code change trains afresh instead of "resuming" the
+finished run of the old code). ``epochs`` / ``max_steps`` are
 deliberately not in it: raising them continues a finished run (except under a cosine schedule, whose shape
 depends on the run's length). A matching checkpoint is resumed; otherwise training starts fresh and says why.
 
@@ -237,11 +239,20 @@ class _SeededDataset(Dataset):
 
 
 class _EpochSampler(Sampler):
-    """One epoch of ``base``'s order, positions ``[start, stop)``, as ``(index, sample_seed)`` pairs."""
+    """One epoch of ``base``'s order, positions ``[start, stop)``, as ``(index, sample_seed)`` pairs.
 
-    def __init__(self, base: Sampler, start: int, stop: int, seed: int, epoch: int, rank: int):
+    ``shards > 1``: ``base`` is this rank's shard of a ``DistributedSampler`` (position ``p`` of the rank is position
+    ``p * shards + rank`` of the epoch's order), and a sample's seed is that of its position in the whole epoch, so
+    N processes augment every sample as one process does (for one process both forms are the same seed)."""
+
+    def __init__(self, base: Sampler, start: int, stop: int, seed: int, epoch: int, rank: int, shards: int = 1):
         self.base, self.start, self.stop = base, start, stop
-        self.seed, self.epoch, self.rank = seed, epoch, rank
+        self.seed, self.epoch, self.rank, self.shards = seed, epoch, rank, shards
+
+    def _seed(self, pos: int) -> int:
+        if self.shards > 1:
+            return _sample_seed(self.seed, self.epoch, 0, pos * self.shards + self.rank)
+        return _sample_seed(self.seed, self.epoch, self.rank, pos)
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -251,7 +262,7 @@ class _EpochSampler(Sampler):
             if pos >= self.stop:
                 break
             if pos >= self.start:
-                yield int(index), _sample_seed(self.seed, self.epoch, self.rank, pos)
+                yield int(index), self._seed(pos)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -422,9 +433,14 @@ class Trainer:
             items["weights"] = {"path": str(cfg.weights), "sha256": _file_digest(cfg.weights)
                                 if os.path.exists(cfg.weights) else None}
         items.update(arch=self.arch, dataset_size=len(self.train_set), world_size=ctx.world_size,
+                     effective_batch=self.effective_batch(ctx),
                      sampler=type(self.sampler).__name__ if self.sampler is not None else None,
                      extra=self.fingerprint_extra)
         return json.loads(json.dumps(items, sort_keys=True, default=str))
+
+    def effective_batch(self, ctx: DistContext) -> int:
+        """Samples per optimizer step: per-process batch x processes x accumulation."""
+        return self.config.batch_size * ctx.world_size * self.config.accumulate
 
     @staticmethod
     def _hash(items: Mapping[str, Any]) -> str:
@@ -454,7 +470,8 @@ class Trainer:
         # the loader generator only fixes the workers' base seed (numpy / random in workers, see _worker_init)
         gen = torch.Generator().manual_seed(_sample_seed(cfg.seed, epoch, ctx.rank, 2**31))
         return DataLoader(_SeededDataset(self.train_set), batch_size=cfg.batch_size,
-                          sampler=_EpochSampler(base, start, stop, cfg.seed, epoch, ctx.rank),
+                          sampler=_EpochSampler(base, start, stop, cfg.seed, epoch, ctx.rank,
+                                                shards=ctx.world_size if self.sampler is None else 1),
                           num_workers=cfg.num_workers, collate_fn=self.collate_fn, drop_last=cfg.drop_last,
                           pin_memory=ctx.device.type == "cuda", worker_init_fn=_worker_init, generator=gen)
 
@@ -511,6 +528,7 @@ class Trainer:
 
         summary = dict(st.history[-1]) if st.history else {}
         summary.update(step=st.step, steps_per_epoch=run.spe, resumed_from_step=resumed_from,
+                       world_size=ctx.world_size, effective_batch=self.effective_batch(ctx),
                        train_seconds=round(time.perf_counter() - t0, 3))
         if ctx.is_main and self.config.out_path:
             extra = {"inference": self.inference} if self.inference is not None else {}
@@ -538,6 +556,8 @@ class Trainer:
 
         ckpt = self._try_resume(fingerprint, items, total)
         if ctx.is_main:
+            log.info("%d process(es): effective batch %d = batch_size %d x %d process(es) x accumulate %d",
+                     ctx.world_size, self.effective_batch(ctx), cfg.batch_size, ctx.world_size, cfg.accumulate)
             fresh_on_mismatch = ckpt is None and self.resume_info.startswith("fresh start:")
             (log.warning if fresh_on_mismatch else log.info)("%s", self.resume_info)
         if ckpt is not None:

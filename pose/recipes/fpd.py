@@ -38,6 +38,7 @@ from pose.codecs.heatmap import DECODE_METHODS as DECODES  # reference | dark | 
 from pose.data.datasets import TARGET_MODES as TARGET_WEIGHTS  # visible | labelled | reference
 from pose.families.hourglass import HOURGLASS
 from pose.data.settings import MPII_DATA_KEYS, MPII_UNLABELED_KEYS, MpiiSettings
+from pose.engine.distributed import is_main_process
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 from pose.export import ExportSettings
 from pose.model_info import ModelInfo, of_family
@@ -426,7 +427,8 @@ def train_role(run: FpdRun, validate: bool = True, log_factory: Callable | None 
     val_fn = make_val_fn(settings, run.data) if validate else None
     summary = run_training(model, arch, train_set, step_fn, tc, run=role, val_fn=val_fn, fingerprint_extra=extra,
                            log_factory=log_factory, started=started, inference=settings.model_info())
-    write_metrics(run.files.record, training_metrics(summary))
+    if is_main_process():      # rank 0 of a launched group writes the stage's outputs
+        write_metrics(run.files.record, training_metrics(summary))
     return summary
 
 

@@ -30,6 +30,7 @@ from pose.backends import RawPixelInput
 from pose.checkpoint import LoadReport, load_checkpoint, load_weights
 from pose.families import build_model
 from pose.families.openpose import OPENPOSE
+from pose.engine.distributed import is_main_process
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 from pose.losses import openpose_masked_l2
 from pose.model_info import ModelInfo, of_family
@@ -320,7 +321,8 @@ def train_step(run: OpenPoseRun, log_factory: Callable | None = None, validate: 
                            val_fn=make_val_fn(settings, run.data) if validate else None,
                            fingerprint_extra=extra, log_factory=log_factory, started=started,
                            inference=settings.model_info())
-    write_metrics(run.files.record, training_metrics(summary))
+    if is_main_process():      # rank 0 of a launched group writes the stage's outputs
+        write_metrics(run.files.record, training_metrics(summary))
     summary["init"] = init
     return summary
 
