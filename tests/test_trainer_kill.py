@@ -2,7 +2,6 @@
 removed at the next start (pose.engine.trainer, pose.engine.runlock)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,14 +15,7 @@ import torch
 from pose.checkpoint import load_checkpoint
 from pose.engine.runlock import RunLock
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tests" / "fixtures" / "engine" / "tiny_train.py"
-_spec = importlib.util.spec_from_file_location("tiny_train", SCRIPT)
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
-
-BASE = {"epochs": 3, "batch_size": 4, "accumulate": 2, "optimizer": {"name": "adam", "lr": 0.01},
-        "progress": False}   # 40 samples → 5 optimizer steps per epoch, 15 in all
+from test_trainer import BASE, ROOT, SCRIPT, tiny  # the tiny training script and its settings (40 samples, 15 steps)
 
 # A training run (tiny_train) SIGKILLed at its KILL_AT-th epoch-end checkpoint save, i.e. after that epoch's DVCLive
 # rows were written: before the save starts (MODE=before) or halfway through writing the checkpoint's temporary file
