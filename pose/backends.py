@@ -196,7 +196,8 @@ class OpenVinoBackend:
 
     ``precision='f32'`` sets ``INFERENCE_PRECISION_HINT=f32``: without it OpenVINO runs bf16 on CPUs that support
     it (AVX512-BF16 / AMX), which differs from torch by ~1e-3 and so fails any equality check. ``'default'`` keeps
-    OpenVINO's choice (the fastest). A model with dynamic height/width is reshaped to each new input shape and
+    OpenVINO's choice (the fastest). A quantised IR (:mod:`pose.quantize`) runs its quantised layers in INT8 either
+    way; the precision applies to the layers left in float. A model with dynamic height/width is reshaped to each new input shape and
     compiled once per shape (static shapes let the CPU plugin pick its fastest kernels).
     """
 
@@ -219,13 +220,18 @@ class OpenVinoBackend:
         if len(self.model.inputs) != 1:
             raise PoseDataError(self.path, f"expected one model input, found {len(self.model.inputs)}",
                                 field="inputs")
+        from pose.quantize import is_quantized
+
+        self.quantized = is_quantized(self.model)
         self.config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if precision == "f32":
             self.config["INFERENCE_PRECISION_HINT"] = "f32"
         if threads is not None:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.precision = precision
-        self.name = "openvino_f32" if precision == "f32" else "openvino_default"
+        # names in metrics and tables; a quantised IR: openvino_int8 (float layers at f32), openvino_int8_default
+        self.name = {(False, "f32"): "openvino_f32", (False, "default"): "openvino_default",
+                     (True, "f32"): "openvino_int8", (True, "default"): "openvino_int8_default"}[self.quantized, precision]
         self._names = [o.get_any_name() for o in self.model.outputs]
         self._dynamic = self.model.inputs[0].get_partial_shape().is_dynamic
         self._requests: dict[tuple[int, ...], Any] = {}

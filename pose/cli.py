@@ -1,7 +1,12 @@
 """The ``pose`` command: predict, export, bench and eval, each a thin layer over the library.
 
 ``pose predict``  images / a folder / a video → drawn skeletons + JSON (COCO results for OpenPose models,
-                  16 MPII keypoints for hourglass models); ``--track`` ids and ``--smooth`` One Euro for videos.
+                  16 MPII keypoints for hourglass models); ``--track`` ids and ``--smooth`` One Euro for videos;
+                  ``--detector`` (hourglass): every person, cropped from an OpenPose model's or a detections json's
+                  boxes (:mod:`pose.predict.detector`).
+                  ``--stream`` (default for videos, cameras and folders) overlaps decoding, ``--workers``
+                  inference threads and drawing (:mod:`pose.predict.stream`); the source may be a camera index
+                  (``pose predict 0``); the timing goes to ``<json stem>.timing.json``.
 ``pose export``   checkpoint → ONNX + OpenVINO IR, verified against torch (:func:`pose.export.export_model`).
 ``pose bench``    latency per backend / precision (:func:`pose.export.measure_latency`), table + JSON.
 ``pose eval``     PCKh (hourglass, MPII) or COCO AP (OpenPose) of a model file on a dataset.
@@ -14,27 +19,32 @@ openpose), or ``--family``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from pose.export import ExportSettings
+from pose.quantize import QuantizeSettings
 from pose import model_file
 from pose.codecs.heatmap import DECODE_METHODS
 from pose.families import FAMILIES
 from pose.families import family as family_named
-from pose.io import PoseDataError, write_json
+from pose.io import IMAGE_SUFFIXES, PoseDataError, write_json
 from pose.model_file import OpenedModel
 from pose.predict.options import EvalOptions, PredictOptions
 from pose.predict.pose import confidence, select_poses
+from pose.predict.stream import FramePipeline, MakePredictor
 
 PREDICT_OUT = "pose_out"
 BACKENDS = ("torch", "torch_cl", "onnxruntime", "openvino_f32", "openvino")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_FRAME_SLACK = 1   # frames a container's count may over-announce before a short read counts as truncation
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -95,6 +105,68 @@ def _frames(source: Path) -> tuple[str, Iterator[tuple[str | int, str, np.ndarra
     return "images", iter([(image_id(source), source.stem, read_image(source))]), 1, 0.0, (0, 0)
 
 
+def _camera_index(source: str) -> int | None:
+    """The camera of a source of digits that is not an existing path (``pose predict 0``), else ``None``."""
+    return int(source) if source.isdigit() and not os.path.exists(source) else None
+
+
+def _camera(index: int, stop: threading.Event
+            ) -> tuple[str, Iterator[tuple[int, str, np.ndarray]], int, float, tuple[int, int]]:
+    """:func:`_frames`' tuple for camera ``index``: frames until ``stop`` is set (the first Ctrl-C,
+    :func:`_interrupt_ends`); the count is unknown (0)."""
+    import cv2
+
+    where = f"camera {index}"
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)   # OpenCV's warnings for a missing device would add lines to the error
+    try:
+        cap = cv2.VideoCapture(index)
+    finally:
+        log.setLogLevel(level)
+    if not cap.isOpened():
+        cap.release()
+        raise PoseDataError(where, "OpenCV cannot open the camera (no such device, or it is in use)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS)) or 15.0
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+    def gen() -> Iterator[tuple[int, str, np.ndarray]]:
+        i = 0
+        try:
+            while not stop.is_set():
+                ok, frame = cap.read()
+                if not ok:
+                    raise PoseDataError(where, f"the camera gave no frame after {i} frames (disconnected?)")
+                yield i, str(i), frame
+                i += 1
+        finally:
+            cap.release()
+
+    return "video", gen(), 0, fps, size
+
+
+@contextlib.contextmanager
+def _interrupt_ends(stop: threading.Event) -> Iterator[None]:
+    """Within: the first Ctrl-C sets ``stop`` instead of interrupting, a second one interrupts. A camera has no last
+    frame: this ends its input, and the frames read so far are finished and written as a video's. Only the main
+    thread can set a signal handler; in any other Ctrl-C interrupts as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    previous = signal.default_int_handler if previous is None else previous   # None: a handler set outside Python
+
+    def first(signum: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _VideoOut:
     """A VideoWriter into a hidden sibling file, renamed into place on :meth:`close` (atomic like pose.io)."""
 
@@ -123,11 +195,12 @@ class _VideoOut:
 
 def _draw(image: np.ndarray, keypoints: np.ndarray, skeleton: Any, threshold: float,
           track_id: int | None = None) -> np.ndarray:
+    """Draw one pose (and its track id) over ``image`` itself: the frame's predictor is done with it."""
     import cv2
 
     from pose.visualize import draw_skeleton
 
-    out = draw_skeleton(image, keypoints, skeleton, threshold=threshold)
+    out = draw_skeleton(image, keypoints, skeleton, threshold=threshold, in_place=True)
     if track_id is not None:
         found = keypoints[:, 0] >= 0
         if found.any():
@@ -150,6 +223,77 @@ def predict_options(model: OpenedModel, args: argparse.Namespace) -> PredictOpti
         return model.predict_options(**overrides)
     except PoseDataError as e:
         raise SystemExit(f"error: {e}") from None
+
+
+#: (image, image_id) → poses: what ``pose predict`` calls per image (detections are looked up by image id)
+FramePredictor = Callable[[np.ndarray, Any], list]
+
+
+def _build_predictor(model: OpenedModel, options: PredictOptions, args: argparse.Namespace) -> FramePredictor:
+    """``pose predict``'s predictor: the family's, or with ``--detector`` one crop of the single-person model per
+    person box (:class:`pose.predict.detector.DetectorPredictor`)."""
+    if args.detector is None:
+        if args.det_min_score is not None:
+            raise SystemExit("error: --det-min-score filters the boxes of --detector; pass --detector too")
+        predictor = model.family.predictor(model.runner, options)
+        return lambda image, image_id: predictor(image)
+    from pose.predict.detector import DetectorPredictor, open_box_source
+
+    if model.family.multi_person:
+        raise SystemExit(f"error: --detector is for single-person (hourglass) models; {model.path} is a "
+                         f"{model.family.name} model, which finds every person itself")
+    if args.center is not None or args.scale is not None:
+        raise SystemExit("error: --detector crops each person from its box; --center / --scale cannot be combined "
+                         "with it")
+    if args.smooth:   # one One Euro filter follows one person: it would mix the people of the boxes
+        raise SystemExit("error: --smooth follows a single person; it cannot be combined with --detector")
+    return DetectorPredictor(model.runner, options,
+                             open_box_source(args.detector, args.det_min_score, args.threads, args.device))
+
+
+def _make_predictor(model: OpenedModel, options: PredictOptions, args: argparse.Namespace) -> MakePredictor:
+    """The ``make_predictor`` of :class:`pose.predict.stream.FramePipeline`: a predictor of a frame
+    ``(image_id, name, image)`` whose backend calls are timed (``wrap``). The first worker runs ``model``; each
+    further one opens the file again (its own OpenVINO InferRequest or onnxruntime session: a request is not
+    thread-safe), except a torch model, which they share (its forward under inference mode is thread-safe)."""
+    unused = [model]
+
+    def make(wrap: Callable) -> Callable:
+        if unused:
+            m = unused.pop()
+        elif model.module is not None:
+            m = model
+        else:
+            m = open_model(args.model, args.family, args.backend, args.threads, args.device)
+        predictor = _build_predictor(dataclasses.replace(m, backend=wrap(m.backend)), options, args)
+        return lambda frame: predictor(frame[2], frame[0])
+
+    return make
+
+
+def _stream_workers(args: argparse.Namespace, model: OpenedModel, count: int) -> tuple[bool, int]:
+    """``(stream, workers)``: ``--stream`` (default: for anything but a single image) and ``--workers`` (default:
+    2 for exported models, 1 for torch), never more workers than images; the sequential mode runs 1."""
+    stream = args.stream if args.stream is not None else count != 1
+    if not stream:
+        return False, 1
+    workers = args.workers or (1 if model.module is not None else 2)
+    return True, min(workers, count) if count > 0 else workers
+
+
+def _timing_path(json_path: Path) -> Path:
+    """Beside the results: ``x.json`` → ``x.timing.json`` (any other name gets ``.timing.json`` appended)."""
+    stem = json_path.name[:-len(".json")] if json_path.name.endswith(".json") else json_path.name
+    return json_path.with_name(f"{stem}.timing.json")
+
+
+def _timing_line(timing: dict, noun: str) -> str:
+    ms = timing["ms_per_frame"]
+    workers = f"{timing['workers']} worker{'' if timing['workers'] == 1 else 's'}"
+    return (f"pose predict: {timing['frames']} {noun} in {timing['wall_s']:.2f} s: {timing['fps']:.1f} fps end to "
+            f"end ({timing['mode']}, {workers}, {timing['backend']}); ms per {noun[:-1]}: decode {ms['decode']:.1f}, "
+            f"network {ms['network']:.1f}, post-processing {ms['postprocess']:.1f}, "
+            f"drawing/writing {ms['draw_write']:.1f}")
 
 
 PARTIAL_EVERY_S = 2.0   # pose predict rewrites its partial results at most this often (and when an image fails)
@@ -200,12 +344,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = open_model(args.model, args.family, args.backend, args.threads, args.device)
     fam = model.family
     source, out_dir = Path(args.source), Path(args.out)
-    kind, frames, count, fps, size = _frames(source)
+    camera, stop = _camera_index(args.source), threading.Event()   # stop: the first Ctrl-C ends a camera's input
+    kind, frames, count, fps, size = _frames(source) if camera is None else _camera(camera, stop)
+    label = source if camera is None else f"camera {camera}"
     is_video = kind == "video"
     json_path = Path(args.json) if args.json else out_dir / f"{source.stem}_predictions.json"
     partial_path = json_path.with_name(json_path.name + ".partial")
+    timing_path = _timing_path(json_path)
     outputs.claim_file(json_path)
     outputs.claim_file(partial_path)
+    outputs.claim_file(timing_path)
     if is_video or not args.no_images or not args.json:    # --out is written to
         outputs.prepare_folder(out_dir, "posepipe predict")
     euro = {"freq": args.smooth_freq, "mincutoff": args.smooth_mincutoff, "beta": args.smooth_beta}
@@ -228,7 +376,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         options = predict_options(model, args)
         if not args.quiet:
             print(f"pose predict: {model.describe(options)}", file=sys.stderr)
-        predictor = fam.predictor(model.runner, options)
+        stream, workers = _stream_workers(args, model, count)
+        pipeline = FramePipeline(frames, _make_predictor(model, options, args), workers, threaded=stream)
+        if camera is not None and not args.quiet:
+            print(f"pose predict: {label}: Ctrl-C ends the input", file=sys.stderr)
         # several people: OKS tracking (its One Euro filters follow the tracks); one person: one filter
         tracker = PoseTracker(fam.skeleton, smooth=args.smooth, **euro) \
             if fam.multi_person and (args.track or args.smooth) else None
@@ -237,34 +388,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
         min_confidence = fam.min_confidence if args.min_confidence is None else args.min_confidence
         threshold = args.draw_threshold if args.draw_threshold is not None else fam.draw_threshold
         try:
-            for image_id, name, image in tqdm(frames, total=count or None, desc="predict",
-                                              unit="frame" if is_video else "img", disable=count <= 1 or args.quiet):
-                current = name
-                drawn = image
-                poses = select_poses(predictor(image), min_confidence, args.max_people)
-                ids: list[int | None] = [None] * len(poses)
-                if tracker is not None:
-                    poses = tracker.update(poses)
-                    ids = [p.id for p in poses] if args.track else ids
-                for pose, pid in zip(poses, ids):
-                    if smoother is not None:
-                        pose.keypoints[:, :2] = smoother(pose.keypoints[:, :2])
-                    r = fam.result_record(image_id, pose)
-                    # the family's score, and a 0-1 one
-                    r["raw_score"], r["score"] = r["score"], round(confidence(pose.keypoints), 4)
-                    if pid is not None:
-                        r["track_id"] = int(pid)
-                    results.append(r)
-                    drawn = _draw(drawn, pose.keypoints, fam.skeleton, threshold, pid)
-                if video is not None:
-                    video.write(drawn)
-                elif not args.no_images:
-                    from pose.io import write_image
+            # leaving the with block stops the pipeline's threads, before the partial state is written
+            with pipeline, (_interrupt_ends(stop) if camera is not None else contextlib.nullcontext()):
+                for item in tqdm(pipeline, total=count or None, desc="predict",
+                                 unit="frame" if is_video else "img", disable=count == 1 or args.quiet):
+                    image_id, name, image = item.frame
+                    current = name
+                    drawn = image
+                    # the predictor ran in a worker; its error for this image is raised here
+                    poses = select_poses(item.output(), min_confidence, args.max_people)
+                    ids: list[int | None] = [None] * len(poses)
+                    if tracker is not None:
+                        poses = tracker.update(poses)
+                        ids = [p.id for p in poses] if args.track else ids
+                    for pose, pid in zip(poses, ids):
+                        if smoother is not None:
+                            pose.keypoints[:, :2] = smoother(pose.keypoints[:, :2])
+                        r = fam.result_record(image_id, pose)
+                        # the family's score, and a 0-1 one
+                        r["raw_score"], r["score"] = r["score"], round(confidence(pose.keypoints), 4)
+                        if pid is not None:
+                            r["track_id"] = int(pid)
+                        results.append(r)
+                        drawn = _draw(drawn, pose.keypoints, fam.skeleton, threshold, pid)
+                    if video is not None:
+                        video.write(drawn)
+                    elif not args.no_images:
+                        from pose.io import write_image
 
-                    write_image(out_dir / f"{name}_pose.jpg", drawn)
-                done, kept, current = done + 1, len(results), None
-                if done != count and time.monotonic() - saved_at >= PARTIAL_EVERY_S:
-                    save_partial()
+                        write_image(out_dir / f"{name}_pose.jpg", drawn)
+                    done, kept, current = done + 1, len(results), None
+                    if done != count and time.monotonic() - saved_at >= PARTIAL_EVERY_S:
+                        save_partial()
         except Exception as e:
             if done == 0:                      # nothing to keep: the error is the image's own
                 raise
@@ -272,7 +427,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             save_partial()
             message = _stopped_message(e, current, done, count, is_video, args.no_images, out_dir, partial_path)
             if isinstance(e, PoseDataError):
-                raise PoseDataError(source, message) from e
+                raise PoseDataError(label, message) from e
             e.add_note(f"pose predict: {message}")
             raise
         ok = True
@@ -282,10 +437,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     write_json(json_path, results)
     partial_path.unlink(missing_ok=True)
     outputs.record_file(json_path)
+    timing = pipeline.timing.summary(mode="stream" if stream else "sequential", workers=workers,
+                                     backend=model.backend.name)
+    write_json(timing_path, timing, indent=2)
+    outputs.record_file(timing_path)
     written = video.path if video is not None else out_dir
     n_items = video.frames if video is not None else count
     print(f"pose predict: {fam.name} model ({model.backend.name}) on {n_items} "
           f"{'frames' if is_video else 'images'}: {len(results)} poses → {json_path}; drawings → {written}")
+    if not args.quiet:
+        print(_timing_line(timing, "frames" if is_video else "images"), file=sys.stderr)
     return 0
 
 
@@ -314,6 +475,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     both checked before the export starts."""
     from pose import export, outputs
 
+    int8_flags = [f for f in ("calib", "eval_dataset", "eval_images", "eval_gt", "max_drop")
+                  if getattr(args, f) is not None]
+    if args.int8 != bool(args.calib) or (int8_flags and not args.int8):
+        raise SystemExit("error: --int8 and --calib DIR go together (the INT8 options need both)")
+    if args.int8 and not Path(args.calib).is_dir():
+        raise PoseDataError(args.calib, "calibration folder does not exist (--calib)")
     if args.json:
         outputs.claim_file(args.json)
     outputs.prepare_folder(args.out, "posepipe export")
@@ -334,10 +501,41 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"  parity {name:<17} max |Δ| = {diff:.3g} {status}")
     for name, lat in metrics.get("latency_ms", {}).items():
         print(f"  latency {name:<20} median {lat['median_ms']:.2f} ms")
+    if args.int8:
+        metrics["int8"] = _export_int8(Path(files["openvino_xml"]), args)
     if args.json:
         write_json(args.json, metrics, indent=2)
         outputs.record_file(args.json)
     return 0
+
+
+def _export_int8(xml_path: Path, args: argparse.Namespace) -> dict:
+    """``--int8``: quantise the exported IR on ``--calib`` images (fed as the family's predictor feeds them) into
+    ``model_int8.xml``; with ``--eval-dataset``, checked against the f32 IR like the pipeline's stages
+    (:func:`pose.quantize.quantize_and_check`, ``--max-drop``)."""
+    from pose import quantize
+    from pose.backends import to_raw_pixels
+
+    settings = quantize.QuantizeSettings(calibration_size=args.calib_size, seed=args.calib_seed,
+                                         preset=args.int8_preset, keep_f32=args.keep_f32, max_drop=args.max_drop,
+                                         threads=args.threads, latency_runs=max(1, args.latency_runs))
+    f32 = open_model(xml_path, backend="openvino_f32", threads=args.threads)
+    images = quantize.calibration_images(Path(args.calib), settings.calibration_size, settings.seed, "--calib")
+    inputs = quantize.record_network_inputs(f32, images, f32.predict_options())
+    out_dir = xml_path.parent
+    if args.eval_dataset:
+        record = quantize.quantize_and_check(xml_path, out_dir, inputs, settings, args.eval_dataset,
+                                             args.eval_images, args.eval_gt)
+        key = record["headline_metric"]
+        acc = ", ".join(f"{n} {v[key]:.4g}" for n, v in record["accuracy"].items())
+        print(f"  int8 → {record['files']['openvino_xml']}: {key} {acc}; "
+              f"{record['int8_speedup']['vs_f32']:.2f}x f32 speed")
+        return record
+    inf = f32.family.inference
+    raw = (lambda x: to_raw_pixels(x, inf.ir_mean, inf.ir_scale)) if f32.raw_pixels else None
+    out = quantize.quantize_ir(xml_path, out_dir / quantize.INT8_XML, inputs, settings, raw)
+    print(f"  int8 → {out} (accuracy not checked: give --eval-dataset to compare it with the f32 IR)")
+    return {"files": {"openvino_xml": str(out)}, "calibration_inputs": len(inputs), "checked": False}
 
 
 def _export_unverified(checkpoint: str, out_dir: str, family: str | None, input_shape: tuple | None) -> dict:
@@ -401,13 +599,17 @@ def _bench_shape(model_path: Path, family: str, requested: tuple | None) -> tupl
 
     if family not in FAMILIES:
         return tuple(requested or (1, 3, 256, 256))
+    if requested is None and model_path.suffix.lower() in (".onnx", ".xml"):
+        static = open_model(model_path, family).input_shape     # a static export runs at its own shape only
+        if static is not None:
+            return tuple(static)
     return export_shape(family_named(family), model_info.read(model_path), requested)
 
 
 def _precision(name: str, backend: Any) -> str:
-    if name == "openvino":
-        return str(getattr(backend, "inference_precision", "default"))
-    return "f32"
+    """What the backend computes in: f32, the runtime's choice (bf16, ...), ``int8/…`` for a quantised IR."""
+    base = str(getattr(backend, "inference_precision", "default")) if name == "openvino" else "f32"
+    return f"int8/{base}" if getattr(backend, "quantized", False) else base
 
 
 def format_bench_table(rows: Sequence[dict]) -> str:
@@ -504,6 +706,7 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
 POSITIVE_INT = _number(int, 1)
 COUNT = _number(int, 0)
 THREADS = _number(int, 1, 256)
+WORKERS = _number(int, 1, 32)             # each inference worker opens its own copy of the model
 INPUT_RES = _number(int, 16, 2048)        # hourglass crop side; 100000 would allocate tens of GB
 HEIGHT = _number(int, 32, 4096)           # openpose network input height
 POSITIVE = _number(float, 0.0, low_open=True)
@@ -543,7 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="poses on an image, a folder of images or a video",
                        description="Predict poses; write drawn images (or a video) and a JSON of the results.")
-    p.add_argument("source", help="image file, folder of images, or video file")
+    p.add_argument("source", help="image file, folder of images, video file, or a camera index (0: the first "
+                                  "camera; Ctrl-C ends its input)")
     p.add_argument("--model", required=True, help="checkpoint (.pt), ONNX (.onnx) or OpenVINO IR (.xml)")
     _add_model_args(p)
     p.add_argument("--out", default=PREDICT_OUT,
@@ -574,10 +778,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", choices=DECODE_METHODS,
                    help="hourglass: heatmap decode (default: the model's; reference: FPD-U's, argmax ±0.25 and "
                         "integer image coordinates; argmax_shift: argmax ±0.25, sub-pixel; dark: sub-pixel Newton step)")
+    p.add_argument("--detector", metavar="PATH",
+                   help="hourglass: every person, one crop per person box (MPII's padding of its larger side): the boxes of "
+                        "an OpenPose model file's poses (.pt/.onnx/.xml) or of a COCO detections .json "
+                        "([{image_id, category_id, bbox, score}], image_id = file stem or frame index)")
+    p.add_argument("--det-min-score", type=FINITE,
+                   help="with --detector: keep boxes whose score reaches this (default: every person box of a json; "
+                        "a multi-person model: its family's min confidence, dropping fragments)")
     p.add_argument("--draw-threshold", type=FINITE, help="draw keypoints whose score exceeds this")
     p.add_argument("--video-ext", default=".mp4", choices=(".mp4", ".avi"), help="video output container")
     p.add_argument("--no-images", action="store_true", help="write only the JSON for image inputs")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction,
+                   help="overlap decoding, the network (--workers threads) and drawing / writing, results in frame "
+                        "order (default: on for videos, cameras and folders of more than 1 image)")
+    p.add_argument("--workers", type=WORKERS, help="with --stream: inference workers, each with its own session of "
+                                                   "the model (default: 2 for .onnx / .xml models, 1 for torch); "
+                                                   "--threads is per worker")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no timing line")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="checkpoint → ONNX + OpenVINO IR, verified against torch",
@@ -593,6 +810,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-runs", type=COUNT, default=0, help="also time each backend (default 0: no timing)")
     p.add_argument("--threads", type=THREADS, help="intra-op threads")
     p.add_argument("--json", help="write the export metrics here")
+    q = p.add_argument_group("INT8 (NNCF post-training quantisation of the IR into OUT/model_int8.xml)")
+    q.add_argument("--int8", action="store_true", help="also write an INT8 IR (needs --calib)")
+    q.add_argument("--calib", help="folder of calibration images (fed as the model's predictor feeds them)")
+    q.add_argument("--calib-size", type=POSITIVE_INT, default=QuantizeSettings.calibration_size,
+                   help=f"calibration images drawn from --calib (default {QuantizeSettings.calibration_size})")
+    q.add_argument("--calib-seed", type=COUNT, default=QuantizeSettings.seed, help="seed of that draw")
+    q.add_argument("--int8-preset", choices=("performance", "mixed"), default=QuantizeSettings.preset,
+                   help=f"NNCF preset (default {QuantizeSettings.preset}: asymmetric activations)")
+    q.add_argument("--keep-f32", choices=("none", "heads"), default=QuantizeSettings.keep_f32,
+                   help="heads: the convolutions producing the outputs stay f32")
+    q.add_argument("--eval-dataset", help="check INT8 against the f32 IR on this dataset (as pose eval --dataset)")
+    q.add_argument("--eval-images", help="its image folder (as pose eval --images)")
+    q.add_argument("--eval-gt", help="hourglass: its protocol .mat (as pose eval --gt)")
+    q.add_argument("--max-drop", type=NON_NEGATIVE, help="fail when INT8 or the runtime's default precision loses "
+                   "more of the headline metric than this (PCKh points, AP); default: report only")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="latency / throughput per backend and precision",

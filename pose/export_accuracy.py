@@ -34,12 +34,8 @@ def export_accuracy(checkpoint: str | os.PathLike, export_dir: str | os.PathLike
     key = "score"
     for name, (file, runtime) in BACKENDS.items():
         path = Path(checkpoint) if file is None else Path(export_dir) / file
-        model = open_model(path, backend=runtime, threads=threads)
-        options = EvalOptions(dataset=Path(dataset), images=Path(images) if images else None,
-                              gt=Path(gt) if gt else None, predict=model.predict_options(), progress=False)
-        metrics, _ = model.family.evaluate(model.runner, options)
-        key = model.family.headline_metric
-        scores[name] = {key: float(metrics[key]), "enforced": name in ENFORCED}
+        key, value = score_file(path, runtime, dataset, images, gt, threads)
+        scores[name] = {key: value, "enforced": name in ENFORCED}
     ref = scores["torch"]
     for entry in scores.values():
         entry["difference"] = round(entry[key] - ref[key], 6)
@@ -49,3 +45,16 @@ def export_accuracy(checkpoint: str | os.PathLike, export_dir: str | os.PathLike
             f"{export_dir}: exported model scores differ from {checkpoint} ({key} {ref[key]:.4g}) by more than "
             f"{max_drop:g}: " + ", ".join(f"{n} {scores[n][key]:.4g}" for n in bad))
     return scores
+
+
+def score_file(path: str | os.PathLike, runtime: str, dataset: str | os.PathLike,
+               images: str | os.PathLike | None = None, gt: str | os.PathLike | None = None,
+               threads: int | None = None) -> tuple[str, float]:
+    """``(headline metric name, value)`` of a model file run by ``runtime`` with its own recorded settings, by
+    the family's evaluator on ``dataset``."""
+    model = open_model(path, backend=runtime, threads=threads)
+    options = EvalOptions(dataset=Path(dataset), images=Path(images) if images else None,
+                          gt=Path(gt) if gt else None, predict=model.predict_options(), progress=False)
+    metrics, _ = model.family.evaluate(model.runner, options)
+    key = model.family.headline_metric
+    return key, float(metrics[key])

@@ -23,6 +23,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")   # what folder inputs take as images
+
+
 class PoseDataError(ValueError):
     """Bad input: the message names the file and the field that is wrong."""
 

@@ -34,8 +34,9 @@ def _fx(p: np.ndarray) -> tuple[int, int]:
 
 def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, skeleton: Skeleton,
                   color: tuple[int, int, int] | None = None, threshold: float = 0.0,
-                  radius: float = 2.5, thickness: int = 2) -> np.ndarray:
-    """Return a copy of ``image`` (BGR uint8) with limbs and joints drawn.
+                  radius: float = 2.5, thickness: int = 2, in_place: bool = False) -> np.ndarray:
+    """Return a copy of ``image`` (BGR uint8) with limbs and joints drawn (``in_place``: ``image`` itself, drawn
+    over: a frame with several people is then not copied once per person).
 
     ``keypoints`` (K, 3): x, y, and a visibility or confidence; a point is drawn when its third value is
     ``> threshold`` (GT visibility with threshold 0 draws every labelled point). ``color`` None colours by side.
@@ -43,7 +44,7 @@ def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, skeleton: Skeleton,
     kp = np.asarray(keypoints, dtype=np.float64)
     if kp.shape != (skeleton.num_keypoints, 3):
         raise ValueError(f"keypoints must be ({skeleton.num_keypoints}, 3) for {skeleton.name}, got {kp.shape}")
-    out = image.copy()
+    out = image if in_place else image.copy()
     ok = (kp[:, 2] > threshold) & np.isfinite(kp[:, :2]).all(1)
     for a, b in skeleton.limbs:
         if ok[a] and ok[b]:

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from pose.engine.launch import LaunchSettings, run_workers
 from pose.recipes import fpd as recipe
 from pose.export import ExportSettings
+from pose.quantize import QuantizeSettings
 from tasks._live import dvclive_log
 
 
@@ -29,3 +30,9 @@ def evaluate_mpii(models: Mapping[str, str], data: recipe.MpiiPaths, settings: r
 def export_hourglass_student(model_path: str, out_dir: str, data: recipe.MpiiPaths, export: ExportSettings,
                              record_path: str, metrics_dir: str) -> dict[str, Any]:
     return recipe.export_student(model_path, out_dir, data, export, record_path, metrics_dir)
+
+
+@task(cache_policy=NO_CACHE)
+def quantize_hourglass_student(xml_path: str, out_dir: str, data: recipe.MpiiPaths, settings: QuantizeSettings,
+                               record_path: str, metrics_dir: str) -> dict[str, Any]:
+    return recipe.quantize_student(xml_path, out_dir, data, settings, record_path, metrics_dir)

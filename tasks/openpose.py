@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from pose.engine.launch import LaunchSettings, run_workers
 from pose.recipes import openpose as recipe
 from pose.export import ExportSettings
+from pose.quantize import QuantizeSettings
 from tasks._live import dvclive_log
 
 
@@ -39,3 +40,10 @@ def export_openpose_model(model_path: str, out_dir: str, gt_json: str, images_di
                           metrics_dir: str) -> dict[str, Any]:
     return recipe.export_and_check(model_path, out_dir, gt_json, images_dir, evaluation, export, record_path,
                                    metrics_dir)
+
+
+@task(cache_policy=NO_CACHE)
+def quantize_openpose_model(xml_path: str, out_dir: str, train_images: str, gt_json: str, images_dir: str,
+                            settings: QuantizeSettings, record_path: str, metrics_dir: str) -> dict[str, Any]:
+    return recipe.quantize_openpose(xml_path, out_dir, train_images, gt_json, images_dir, settings, record_path,
+                                    metrics_dir)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from pose.data.settings import (COCO_EVAL_KEYS, COCO_LABELS_KEYS, COCO_TRAIN_KEYS, COCO_TRAIN_VAL_KEYS,
+from pose.data.settings import (COCO_EVAL_KEYS, COCO_LABELS_KEYS, COCO_QUANTIZE_KEYS, COCO_TRAIN_KEYS, COCO_TRAIN_VAL_KEYS,
                                 COCO_VAL_SUBSET_KEYS, MPII_DATA_KEYS, MPII_PREP_KEYS, MPII_UNLABELED_KEYS,
                                 CocoSettings, MpiiSettings)
 from pose.data.synthetic import sample_settings
@@ -75,6 +75,9 @@ READERS: dict[str, Callable[[dict], Any]] = {
     "export_openpose": _eval_coco,                                       # the same settings, export included
     "eval_mpii": _fpd_stage(unlabeled=False),
     "export_student": _fpd_stage(unlabeled=False),
+    "quantize_student": _fpd_stage(unlabeled=False),
+    "quantize_openpose": lambda p: (_paths(p), CocoSettings.from_params(p["coco"], SOURCE, keys=COCO_QUANTIZE_KEYS),
+                                    openpose.OpenPoseSettings.from_params(p["openpose"], SOURCE)),
     "render_plots": lambda p: (_paths(p), from_mapping(RenderPlotsSettings, p.get("render_plots"), SOURCE,
                                                        "render_plots")),
 }
@@ -195,6 +198,14 @@ CASES = [  # (flow, dotted key, value or DELETE, the field the error must name)
     ("export_student", "fpd.export.max_accuracy_drop", -0.5, "fpd.export.max_accuracy_drop"),
     ("export_student", "fpd.export.latency_warmup", -1, "fpd.export.latency_warmup"),
     ("export_student", "fpd.export.input_shape", [1, 3, 100, 100], "fpd.export.input_shape"),
+    ("quantize_student", "fpd.quantize.calibration_size", 0, "fpd.quantize.calibration_size"),
+    ("quantize_student", "fpd.quantize.preset", "fast", "fpd.quantize.preset"),
+    ("quantize_student", "fpd.quantize.max_drop", -1.0, "fpd.quantize.max_drop"),
+    ("quantize_student", "fpd.quantize.unknown", 1, "fpd.quantize.unknown"),
+    ("quantize_openpose", "openpose.quantize.keep_f32", "all", "openpose.quantize.keep_f32"),
+    ("quantize_openpose", "openpose.quantize.seed", -1, "openpose.quantize.seed"),
+    ("quantize_openpose", "openpose.quantize.fast_bias_correction", "yes", "openpose.quantize.fast_bias_correction"),
+    ("quantize_openpose", "coco.train_images", DELETE, "coco.train_images"),
     ("eval_mpii", "fpd.eval.grid_images", -2, "fpd.eval.grid_images"),
     ("eval_mpii", "mpii.images", 3, "mpii.images"),
     ("render_plots", "render_plots.stages", "train_teacher", "render_plots.stages"),   # was read per character
@@ -292,6 +303,8 @@ def _declared(stage: str) -> list[str]:
     ("distill_hourglass", "mpii", MPII_DATA_KEYS + MPII_UNLABELED_KEYS),
     ("eval_mpii", "mpii", MPII_DATA_KEYS),
     ("export_student", "mpii", MPII_DATA_KEYS),
+    ("quantize_student", "mpii", MPII_DATA_KEYS),
+    ("quantize_openpose", "coco", COCO_QUANTIZE_KEYS),
 ])
 def test_the_keys_a_stage_reads_are_the_ones_dvc_yaml_declares(stage, section, keys) -> None:
     declared = sorted(k.split(".", 1)[1] for k in _declared(stage) if k.startswith(f"{section}."))

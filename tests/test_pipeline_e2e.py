@@ -90,11 +90,15 @@ def tiny_pipeline_params(params: dict) -> dict:
         step.update(epochs=1, milestones=[])
     op["eval"].update(base_height=64, plot_images=2)
     params["openpose"]["export"].update(input_shape=[1, 3, 64, 96], verify_inputs=1, latency_runs=2)
+    for branch in ("fpd", "openpose"):   # a 1-epoch model's INT8 accuracy is noise: measured, not gated
+        params[branch]["quantize"].update(calibration_size=4, latency_runs=2, latency_warmup=1, max_drop=None)
     return params
 
 
 @pytest.mark.slow
-def test_whole_pipeline_reproduces_is_then_up_to_date_and_runs_an_experiment(repo_copy: Path, stage_env: dict) -> None:
+def test_whole_pipeline_reproduces_is_then_up_to_date_and_runs_an_experiment(repo_copy: Path, stage_env: dict,
+                                                                            prefect_api: str,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     write_params(repo_copy, tiny_pipeline_params)
     git = ["git", "-c", "user.email=test@example.invalid", "-c", "user.name=posepipe tests"]
     subprocess.run([*git, "commit", "-qam", "tiny params"], cwd=repo_copy, check=True)
@@ -120,6 +124,13 @@ def test_whole_pipeline_reproduces_is_then_up_to_date_and_runs_an_experiment(rep
     for name in ("export_student", "export_openpose"):
         exported = repo_copy / "models" / name
         assert (exported / "model.onnx").is_file() and (exported / "model.xml").is_file(), name
+    for name, key in (("student", "Mean"), ("openpose", "AP")):
+        rows = {p: json.loads((repo_copy / f"metrics/quantize_{name}/{p}.json").read_text())
+                for p in ("f32", "default", "int8")}
+        assert all(set(r) == {key, "ms"} and r["ms"] > 0 for r in rows.values()), rows
+        assert (repo_copy / f"models/quantize_{name}/model_int8.xml").is_file()
+        f32 = metric_of(repo_copy, f"metrics/export_{name}/openvino_f32.json", key)
+        assert rows["f32"][key] == pytest.approx(f32, abs=1e-9)   # the same IR, the same evaluator
     assert (repo_copy / "plots/pckh_curve.png").is_file()
     assert (repo_copy / "plots/training_train_teacher.png").is_file()
 
@@ -132,6 +143,7 @@ def test_whole_pipeline_reproduces_is_then_up_to_date_and_runs_an_experiment(rep
 
     again = dvc(repo_copy, "repro", env=stage_env)
     assert "Data and pipelines are up to date" in again.stdout, again.stdout + again.stderr
+    _quantize_stage_fails_past_its_bound(repo_copy, monkeypatch)
 
     # an experiment with a changed param re-runs only what depends on it, and shows up in `dvc exp show`
     exp_env = {**stage_env, "GIT_AUTHOR_NAME": "posepipe tests", "GIT_AUTHOR_EMAIL": "test@example.invalid",
@@ -179,12 +191,43 @@ def _pipeline_models_evaluate_to_their_metrics(repo: Path, env: dict) -> None:
         got = _pose_eval(repo, env, f"models/export_student/{file}", mpii_val)["Mean"]
         assert got == pytest.approx(metric(f"metrics/export_student/{backend}.json", "Mean"), abs=1e-3)
         assert got == pytest.approx(student, abs=0.1)     # the export runs at the size the model was trained at
+    int8 = _pose_eval(repo, env, "models/quantize_student/model_int8.xml", mpii_val)["Mean"]
+    assert int8 == pytest.approx(metric_of(repo, "metrics/quantize_student/int8.json", "Mean"),
+                                 abs=1e-9)            # pose eval opens an INT8 IR at the precision the gate measured
     coco_val = "data/prepared/coco/val_subset.json"
     step3 = _pose_eval(repo, env, "models/openpose_step3/model.pt", coco_val)["AP"]
     assert step3 == pytest.approx(metric("metrics/coco/step3.json", "AP"), abs=1e-6)
     onnx = _pose_eval(repo, env, "models/export_openpose/model.onnx", coco_val)["AP"]
     assert onnx == pytest.approx(metric("metrics/export_openpose/onnxruntime.json", "AP"), abs=1e-6)
 
+
+
+def metric_of(repo: Path, path: str, key: str) -> float:
+    return json.loads((repo / path).read_text())[key]
+
+
+def _quantize_stage_fails_past_its_bound(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quantize_student flow on the pipeline's own files, its INT8 scores made 5 PCKh points worse than f32:
+    the stage fails naming both figures and leaves the INT8 files of the passing run as they were."""
+    import pose.export_accuracy
+    from flows.quantize_student import quantize_student
+    from pose.quantize import INT8_XML, QuantizationAccuracyError
+
+    real = pose.export_accuracy.score_file
+
+    def int8_loses_five_points(path, runtime, *args, **kwargs):
+        key, value = real(path, runtime, *args, **kwargs)
+        return key, value - 5.0 if Path(path).name == INT8_XML else value
+
+    monkeypatch.setattr(pose.export_accuracy, "score_file", int8_loses_five_points)
+    monkeypatch.chdir(repo)
+    int8 = repo / "models/quantize_student" / INT8_XML
+    before = int8.read_bytes()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["fpd"]["quantize"]["max_drop"] = 1.0
+    with pytest.raises(QuantizationAccuracyError, match=r"\(f32\) to .* \(int8\), more than the 1 allowed"):
+        quantize_student(params)
+    assert int8.read_bytes() == before
 
 
 def _values_of(obj, key: str):

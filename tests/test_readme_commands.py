@@ -65,6 +65,11 @@ COMMANDS: dict[str, str] = {
     # 2026-12-01: exit 0, exported at 1×3×64×64 (the training size), parity 5.4e-7 / 8.3e-7
     "pose bench models/export_student/model.onnx --backends onnxruntime,openvino_f32,openvino": PIPELINE,
     # 2026-12-01: exit 0, median ms onnxruntime 4.85, openvino_f32 5.64, openvino (bf16) 3.35
+    "pose eval models/quantize_student/model_int8.xml --dataset data/prepared/mpii/val.json": PIPELINE,
+    # INT8_EVAL_RESULT
+    "pose export models/openpose_step3/model.pt --out exported_op/ --int8 --calib data/sample/coco/train2017 "
+    "--eval-dataset data/prepared/coco/val_subset.json --max-drop 0.01": PIPELINE,
+    # INT8_EXPORT_RESULT
     # --- scheduled retraining: servers and workers run until stopped (tests/test_schedule.py covers the flows)
     "prefect server start --host 127.0.0.1": LONG,
     "python -m flows.serve": LONG,

@@ -21,6 +21,7 @@ COCO_VAL_SUBSET_KEYS = ("val_annotations", "val_subset_size", "val_subset_seed",
 COCO_TRAIN_KEYS = ("labels_out", "train_images", "label_net_input", "skip_unreadable_images")   # + val, if given
 COCO_TRAIN_VAL_KEYS = ("val_subset_out", "val_images")      # optional for training: without them, no validation
 COCO_EVAL_KEYS = ("val_subset_out", "val_images")
+COCO_QUANTIZE_KEYS = ("train_images", "val_subset_out", "val_images")   # calibration images + val
 # the keys each reader of the `mpii` section reads
 MPII_PREP_KEYS = ("images", "annotations", "gt_val_mat", "link", "prepared")
 MPII_DATA_KEYS = ("images", "link", "prepared")       # pose.recipes.fpd.MpiiPaths: every FPD stage

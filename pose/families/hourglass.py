@@ -131,9 +131,16 @@ def codec(sigma: float = 1.0, subpixel: bool = True, decode: str = "reference") 
 
 
 def result_record(image_id: Any, pose: Any) -> dict[str, Any]:
-    """``{image_id, keypoints [x, y, peak] × K (image pixels), score, skeleton}``."""
-    return {"image_id": image_id, "keypoints": [float(v) for v in pose.keypoints.ravel()],
-            "score": float(pose.score), "skeleton": MPII16.name}
+    """``{image_id, keypoints [x, y, peak] × K (image pixels), score, skeleton}``; a pose cropped from a person box
+    (``pose predict --detector``: :class:`pose.predict.detector.DetectedPose`) adds COCO's ``category_id`` 1, the
+    ``bbox`` [x, y, w, h] it was cropped from and the box's ``det_score``."""
+    record = {"image_id": image_id, "keypoints": [float(v) for v in pose.keypoints.ravel()],
+              "score": float(pose.score), "skeleton": MPII16.name}
+    if getattr(pose, "bbox", None) is not None:
+        from pose.predict.detector import PERSON_CATEGORY
+
+        record.update(category_id=PERSON_CATEGORY, bbox=[float(v) for v in pose.bbox], det_score=float(pose.det_score))
+    return record
 
 
 predictor = CropPredictor

@@ -41,6 +41,7 @@ from pose.data.settings import MPII_DATA_KEYS, MPII_UNLABELED_KEYS, MpiiSettings
 from pose.engine.distributed import is_main_process
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 from pose.export import ExportSettings
+from pose.quantize import QuantizeSettings
 from pose.model_info import ModelInfo, of_family
 from pose.predict.options import PredictOptions
 from pose.recipes.common import (StageFiles, file_id, layered, named_layers, run_training, select_profile,
@@ -145,6 +146,7 @@ class FpdSettings:
     roles: dict = dataclasses.field(default_factory=dict)
     eval: FpdEval = FpdEval()
     export: ExportSettings = ExportSettings()
+    quantize: QuantizeSettings = QuantizeSettings()
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any], source: str) -> "FpdSettings":
@@ -634,3 +636,32 @@ def export_student(model_path: str | os.PathLike, out_dir: str | os.PathLike, da
                                     export.max_accuracy_drop, export.threads)
     write_export_metrics(metrics_dir, m["accuracy"], m.get("latency_ms", {}))
     return write_metrics(record_path, m)
+
+
+def calibration_crops(paths: MpiiPaths, input_res: int, settings: QuantizeSettings) -> list[np.ndarray]:
+    """``settings.calibration_size`` training crops (``1×3×R×R``, normalised as in training, no augmentation),
+    drawn with ``settings.seed``: the student's INT8 calibration set."""
+    from pose.data.datasets import MpiiDataset
+    from pose.quantize import calibration_indices
+
+    ds = MpiiDataset(paths.train_json, paths.images_dir, input_res=input_res, output_res=input_res // 4, train=False)
+    return [ds[int(i)]["image"].numpy()[None] for i in calibration_indices(len(ds), settings.calibration_size,
+                                                                             settings.seed)]
+
+
+def quantize_student(xml_path: str | os.PathLike, out_dir: str | os.PathLike, data: MpiiPaths,
+                     settings: QuantizeSettings, record_path: str | os.PathLike,
+                     metrics_dir: str | os.PathLike) -> dict[str, Any]:
+    """INT8 IR of the exported student (:func:`pose.quantize.quantize_and_check`) calibrated on training crops,
+    its PCKh Mean checked against the f32 IR on the val set; writes the record and ``metrics_dir/<precision>.json``."""
+    from pose.quantize import metrics_rows, open_ir, quantize_and_check
+
+    shape = open_ir(xml_path, "openvino_f32", settings.threads).input_shape
+    if shape is None:
+        raise PoseDataError(xml_path, "the hourglass IR must have a static input shape", field="inputs")
+    crops = calibration_crops(data, int(shape[-1]), settings)
+    record = quantize_and_check(xml_path, out_dir, crops, settings, data.val_json, data.images_dir, data.gt_val_mat)
+    record["calibration"] = f"{len(crops)} MPII training crops (seed {settings.seed})"
+    for precision, row in metrics_rows(record).items():
+        write_metrics(Path(metrics_dir) / f"{precision}.json", row)
+    return write_metrics(record_path, record)

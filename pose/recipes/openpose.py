@@ -36,6 +36,7 @@ from pose.losses import openpose_masked_l2
 from pose.model_info import ModelInfo, of_family
 from pose.predict.options import PredictOptions
 from pose.export import ExportSettings
+from pose.quantize import QuantizeSettings
 from pose.recipes.common import (StageFiles, file_id, layered, run_training, select_profile,
                                  training_metrics, write_export_metrics, write_metrics)
 from pose.data.settings import COCO_TRAIN_KEYS, COCO_TRAIN_VAL_KEYS, CocoSettings
@@ -102,6 +103,7 @@ class OpenPoseSettings:
     train: dict = dataclasses.field(default_factory=dict)
     imagenet_weights: str | None = None
     export: ExportSettings = ExportSettings()
+    quantize: QuantizeSettings = QuantizeSettings()
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any], source: str) -> "OpenPoseSettings":
@@ -508,3 +510,21 @@ def export_and_check(model_path: str | os.PathLike, out_dir: str | os.PathLike, 
     if metrics_dir is not None:
         write_export_metrics(metrics_dir, metrics["accuracy"], metrics.get("latency_ms", {}))
     return write_metrics(record_path, metrics) if record_path is not None else metrics
+
+
+def quantize_openpose(xml_path: str | os.PathLike, out_dir: str | os.PathLike, train_images: str | os.PathLike,
+                      gt_json: str | os.PathLike, images_dir: str | os.PathLike, settings: QuantizeSettings,
+                      record_path: str | os.PathLike, metrics_dir: str | os.PathLike) -> dict[str, Any]:
+    """INT8 IR of the exported model (:func:`pose.quantize.quantize_and_check`), calibrated on training images as
+    its predictor feeds them (resized to the recorded height and padded), its AP checked against the f32 IR on
+    the val subset; writes the record and ``metrics_dir/<precision>.json``."""
+    from pose import quantize
+
+    f32 = quantize.open_ir(xml_path, "openvino_f32", settings.threads)
+    images = quantize.calibration_images(train_images, settings.calibration_size, settings.seed, "coco.train_images")
+    inputs = quantize.record_network_inputs(f32, images, f32.predict_options())
+    record = quantize.quantize_and_check(xml_path, out_dir, inputs, settings, gt_json, images_dir)
+    record["calibration"] = f"{len(images)} COCO training images (seed {settings.seed}) as the predictor feeds them"
+    for precision, row in quantize.metrics_rows(record).items():
+        write_metrics(Path(metrics_dir) / f"{precision}.json", row)
+    return write_metrics(record_path, record)
