@@ -1,4 +1,5 @@
-"""``python -m flows.make_sample``: write the synthetic COCO / MPII / unlabelled sample (params.yaml ``sample:``)."""
+"""``python -m flows.make_sample``: write the synthetic COCO / MPII / unlabelled sample, plus the COCO-format
+annotations of ``sample.extra_keypoint_sets`` (params.yaml ``sample:``)."""
 from __future__ import annotations
 
 from prefect import flow

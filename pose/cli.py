@@ -381,9 +381,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if camera is not None and not args.quiet:
             print(f"pose predict: {label}: Ctrl-C ends the input", file=sys.stderr)
         # several people: OKS tracking (its One Euro filters follow the tracks); one person: one filter
-        tracker = PoseTracker(fam.skeleton, smooth=args.smooth, **euro) \
+        skeleton = options.skeleton or fam.skeleton
+        tracker = PoseTracker(skeleton, smooth=args.smooth, **euro) \
             if fam.multi_person and (args.track or args.smooth) else None
-        smoother = OneEuroFilter((fam.skeleton.num_keypoints, 2), **euro) \
+        smoother = OneEuroFilter((skeleton.num_keypoints, 2), **euro) \
             if not fam.multi_person and args.smooth else None
         min_confidence = fam.min_confidence if args.min_confidence is None else args.min_confidence
         threshold = args.draw_threshold if args.draw_threshold is not None else fam.draw_threshold
@@ -404,13 +405,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     for pose, pid in zip(poses, ids):
                         if smoother is not None:
                             pose.keypoints[:, :2] = smoother(pose.keypoints[:, :2])
-                        r = fam.result_record(image_id, pose)
+                        r = fam.result_record(image_id, pose, skeleton)
                         # the family's score, and a 0-1 one
                         r["raw_score"], r["score"] = r["score"], round(confidence(pose.keypoints), 4)
                         if pid is not None:
                             r["track_id"] = int(pid)
                         results.append(r)
-                        drawn = _draw(drawn, pose.keypoints, fam.skeleton, threshold, pid)
+                        drawn = _draw(drawn, pose.keypoints, skeleton, threshold, pid)
                     if video is not None:
                         video.write(drawn)
                     elif not args.no_images:

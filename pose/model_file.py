@@ -67,7 +67,14 @@ class OpenedModel:
                 raise PoseDataError(self.path, f"takes {res}×{res} inputs, not input_res {asked}", field="input_res")
             values["input_res"] = res
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return self.info.predict_options(**values) if self.info is not None else PredictOptions(**values)
+        if self.info is not None:
+            return self.info.predict_options(**values)
+        return PredictOptions(**{"skeleton": self.family.skeleton, **values})
+
+    @property
+    def skeleton(self) -> Any:
+        """The keypoint set the model predicts (recorded in the file, else the family's default)."""
+        return self.info.skeleton() if self.info is not None else self.family.skeleton
 
     def describe(self, options: PredictOptions) -> str:
         """One line: where the settings came from and the ones the family reads."""

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from pose.io import PoseDataError
 from pose.predict.options import PredictOptions
+from pose.skeletons import Skeleton, skeleton_from_record, skeleton_record
 
 CHECKPOINT_KEY = "inference"
 ONNX_KEY = "posepipe.inference"
@@ -36,11 +37,13 @@ class ModelInfo:
     (a description checked against the family on load, since the predictors implement it). ``predict``: the
     :class:`~pose.predict.options.PredictOptions` fields the pipeline evaluates the model with. ``arch``: the
     network inference runs when it differs from the trained one (OpenPose step 3 is run with its first refinement
-    stage only, as LWOP's ``val.py`` does); ``None``: the trained one.
+    stage only, as LWOP's ``val.py`` does); ``None``: the trained one. ``keypoints``: the keypoint set, a built-in
+    set's name or a custom set's whole definition (:func:`pose.skeletons.skeleton_record`), so that a model trained
+    on one's own keypoints predicts, draws and names them wherever it goes.
     """
 
     family: str
-    keypoints: str
+    keypoints: Any
     input_size: tuple[int, int]
     normalisation: dict
     predict: dict = field(default_factory=dict)
@@ -71,15 +74,22 @@ class ModelInfo:
         for key in ("normalisation", "arch"):
             if record.get(key) is not None and not isinstance(record[key], Mapping):
                 raise PoseDataError(source, "must be a mapping", field=f"{CHECKPOINT_KEY}.{key}")
-        return cls(family=str(record["family"]), keypoints=str(record["keypoints"]), input_size=(size[0], size[1]),
+        skeleton_from_record(record["keypoints"], source)      # a bad set is an error naming the file here
+        return cls(family=str(record["family"]), keypoints=record["keypoints"], input_size=(size[0], size[1]),
                    normalisation=dict(record["normalisation"]), predict=dict(predict),
                    arch=dict(record["arch"]) if record.get("arch") is not None else None)
 
+    def skeleton(self) -> Skeleton:
+        """The recorded keypoint set."""
+        return skeleton_from_record(self.keypoints, "model info")
+
     def predict_options(self, **overrides: Any) -> PredictOptions:
-        """The recorded options, each ``overrides`` value that is not ``None`` replacing its field."""
+        """The recorded options and keypoint set, each ``overrides`` value that is not ``None`` replacing its
+        field."""
         values = dict(self.predict)
         if "scales" in values:
             values["scales"] = tuple(values["scales"])
+        values["skeleton"] = self.skeleton()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return PredictOptions(**values)
 
@@ -98,10 +108,10 @@ class ModelInfo:
 def of_family(family: Any, input_size: tuple[int, int], predict: PredictOptions,
               arch: Mapping[str, Any] | None = None) -> ModelInfo:
     """The record of a ``family`` model trained at ``input_size`` and evaluated with ``predict`` (only the fields
-    the family reads are kept)."""
+    the family reads are kept, and ``predict.skeleton``, the family's default when ``None``)."""
     values = {name: getattr(predict, name) for name in family.predict_fields}
     values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
-    return ModelInfo(family=family.name, keypoints=family.skeleton.name,
+    return ModelInfo(family=family.name, keypoints=skeleton_record(predict.skeleton or family.skeleton),
                      input_size=(int(input_size[0]), int(input_size[1])),
                      normalisation=dict(family.inference.normalisation), predict=values,
                      arch=dict(arch) if arch is not None else None)

@@ -156,22 +156,27 @@ def coco_people(annotations: Sequence[dict]) -> list[dict]:
 def coco_gt_keypoints(annotation: dict, width: float, height: float, skeleton: Skeleton | None = None) -> np.ndarray:
     """One COCO annotation's keypoints as ``(K, 3)`` [x, y, labelled] in internal pixel coordinates (COCO − 0.5).
 
-    ``skeleton`` None or OpenPose-18: the training labels' conversion (:func:`pose.data.coco.coco_to_openpose18`:
-    OpenPose-18 order, the neck derived from the shoulders) so ground truth and prediction share one layout;
-    ``labelled`` is 1 for a labelled point inside the image (visible or occluded). COCO-17: the points as labelled.
+    ``skeleton`` None or a set read from another (OpenPose-18 from COCO-17): the training labels' conversion
+    (:func:`pose.data.coco.to_keypoint_set`: OpenPose-18 order, the neck derived from the shoulders) so ground truth
+    and prediction share one layout; ``labelled`` is 1 for a labelled point inside the image (visible or occluded).
+    A set the dataset holds as it is (COCO-17, a custom set): the points as labelled.
     """
-    from pose.data.coco import coco_to_openpose18   # lazy: pose.data imports this module
-    from pose.skeletons import COCO17, OPENPOSE18
+    from pose.data.coco import to_keypoint_set   # lazy: pose.data imports this module
+    from pose.skeletons import OPENPOSE18, get_skeleton
 
-    kp17 = np.asarray(annotation["keypoints"], np.float64).reshape(COCO17.num_keypoints, 3)
-    if skeleton is not None and skeleton.name == COCO17.name:
-        out = kp17.copy()
+    skeleton = skeleton or OPENPOSE18
+    source = skeleton.extra.get("source")
+    n = get_skeleton(source).num_keypoints if source else skeleton.num_keypoints
+    kp = np.asarray(annotation["keypoints"], np.float64)
+    if kp.size != 3 * n:
+        raise ValueError(f"annotation has {kp.size // 3} keypoints, keypoint set {skeleton.name!r} reads {n}")
+    kp = kp.reshape(n, 3)
+    if not source:
+        out = kp.copy()
         out[:, :2] -= 0.5
-        out[:, 2] = (kp17[:, 2] > 0).astype(np.float64)
+        out[:, 2] = (kp[:, 2] > 0).astype(np.float64)
         return out
-    if skeleton is not None and skeleton.name != OPENPOSE18.name:
-        raise ValueError(f"ground truth is drawn as coco17 or openpose18, not {skeleton.name!r}")
-    out = coco_to_openpose18(kp17[None], width, height)[0]
+    out = to_keypoint_set(kp[None], width, height, skeleton, n)[0]
     out[:, 2] = (out[:, 2] < 2).astype(np.float64)       # v' 2 = unlabelled or outside the image
     return out
 
@@ -179,7 +184,7 @@ def coco_gt_keypoints(annotation: dict, width: float, height: float, skeleton: S
 def draw_coco_ground_truth(image: np.ndarray, annotations: Sequence[dict], skeleton: Skeleton,
                            radius: float = 2.5, thickness: int = 2) -> np.ndarray:
     """A copy of ``image`` with every ground-truth person of ``annotations`` (one image's COCO annotations, crowd
-    regions skipped) drawn in ``skeleton``'s layout (OpenPose-18 or COCO-17)."""
+    regions skipped) drawn in ``skeleton``'s layout (:func:`coco_gt_keypoints`)."""
     h, w = image.shape[:2]
     out = image
     for a in coco_people(annotations):

@@ -16,7 +16,8 @@ FAMILY_NAME = re.compile(r"['\"](hourglass|openpose)['\"]")
 # where a family name is a user's setting being read: a params section, or the optimizer's grouping value
 SETTING_READS = (re.compile(r"""section\(p, ["']openpose["']\)"""), re.compile(r"""select_profile\(section, "openpose\""""),
                  re.compile(r"""from_mapping\(cls, merged, source, "openpose"\)"""),
-                 re.compile(r"""grouping == "openpose"|'param_groups': None \| 'openpose'|null or 'openpose'"""))
+                 re.compile(r"""grouping == "openpose"|'param_groups': None \| 'openpose'|null or 'openpose'"""),
+                 re.compile(r"""load_params\(\)\.get\("openpose"\)|section_skeleton\(.*"openpose","""))
 
 
 def test_pose_imports_neither_prefect_nor_dvc() -> None:

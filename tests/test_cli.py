@@ -106,7 +106,7 @@ def tiny(tmp_path_factory):
 
 def _coco_gt(path: Path) -> None:
     kp = np.zeros((17, 3))
-    for ours, theirs in enumerate(OPENPOSE18.extra["from_coco17"]):
+    for ours, theirs in enumerate(OPENPOSE18.extra["from_source"]):
         if theirs >= 0:
             kp[theirs] = [PERSON[ours, 0] + 0.5, PERSON[ours, 1] + 0.5, 2]
     x0, y0 = PERSON.min(0) - 10
@@ -212,7 +212,7 @@ def test_predict_openpose_onnx_gives_coco_results(tiny, tmp_path):
     kp = np.asarray(r["keypoints"]).reshape(17, 3)
     assert (kp[:, 2] == 1).all()
     truth = np.zeros((17, 2))
-    for ours, theirs in enumerate(OPENPOSE18.extra["from_coco17"]):
+    for ours, theirs in enumerate(OPENPOSE18.extra["from_source"]):
         if theirs >= 0:
             truth[theirs] = PERSON[ours] + 0.5
     assert np.abs(kp[:, :2] - truth).max() < 4.0

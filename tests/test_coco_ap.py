@@ -38,7 +38,7 @@ def _gt(tmp_path, rng):
 
 def _perfect_poses(data, image_id):
     """Ground truth turned into OpenPose-18 poses in internal coordinates (COCO − 0.5)."""
-    src = np.asarray(OPENPOSE18.extra["from_coco17"])
+    src = np.asarray(OPENPOSE18.extra["from_source"])
     poses = []
     for a in data["annotations"]:
         if a["image_id"] != image_id:
@@ -57,7 +57,7 @@ def _perfect_poses(data, image_id):
 def test_coco_slots_invert_from_coco17():
     slots = coco_slots()
     assert slots.tolist() == [0, 15, 14, 17, 16, 5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10]
-    src = OPENPOSE18.extra["from_coco17"]
+    src = OPENPOSE18.extra["from_source"]
     assert all(src[slots[j]] == j for j in range(17))
 
 
@@ -211,3 +211,66 @@ def test_pose_eval_rejects_malformed_ground_truth(openpose_model, tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("pose eval: error: ") and str(path) in err and f"field '{field}'" in err
     assert re.search(message, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _custom_set(sigma: float):
+    """COCO-17's names under another set name, no ``source``: results stay in the set's own order."""
+    from pose.skeletons import skeleton_from_dict
+
+    return skeleton_from_dict("mine", {"keypoints": list(COCO17.keypoints), "limbs": [[0, 1]],
+                                       "sigmas": [sigma] * 17})
+
+
+def _shifted_poses(data, image_id, shift):
+    """Ground truth as poses of the custom set (its own keypoint order), every keypoint ``shift`` px off."""
+    poses = []
+    for a in data["annotations"]:
+        if a["image_id"] == image_id:
+            kp = np.asarray(a["keypoints"], float).reshape(17, 3)
+            out = np.full((17, 3), -1.0)
+            lab = kp[:, 2] > 0
+            out[lab, :2], out[lab, 2] = kp[lab, :2] - 0.5 + shift, 0.9
+            poses.append(Pose(out, score=float(lab.sum())))
+    return poses
+
+
+def test_a_custom_set_is_scored_with_its_own_sigmas(tmp_path):
+    """COCOeval gets the set's sigmas: perfect poses score 1 whatever they are; poses 4 px off score higher with
+    wider sigmas (OKS is more tolerant), which only happens if the sigmas reach COCOeval."""
+    path, data = _gt(tmp_path, np.random.default_rng(3))
+    tight, loose = _custom_set(0.01), _custom_set(0.2)
+    perfect = [r for i in (1, 2, 3) for r in poses_to_coco_results(i, _shifted_poses(data, i, 0.0), tight)]
+    assert evaluate_coco(path, perfect, tight)["AP"] == pytest.approx(1.0)
+    ap = {}
+    for name, skeleton in (("tight", tight), ("loose", loose)):
+        res = [r for i in (1, 2, 3) for r in poses_to_coco_results(i, _shifted_poses(data, i, 4.0), skeleton)]
+        ap[name] = evaluate_coco(path, res, skeleton)["AP"]
+    assert ap["loose"] > ap["tight"] + 0.3, ap
+    with pytest.raises(ValueError, match="no OKS 'sigmas'"):
+        from pose.skeletons import skeleton_from_dict
+
+        evaluate_coco(path, perfect, skeleton_from_dict("mine", {"keypoints": list(COCO17.keypoints)}))
+
+
+def test_a_dataset_of_another_set_is_refused_naming_both(tmp_path):
+    from pose.skeletons import get_skeleton
+
+    path, _ = _gt(tmp_path, np.random.default_rng(4))
+    with pytest.raises(PoseDataError, match="not those keypoint set 'body21' reads") as e:
+        evaluate_coco(path, [], get_skeleton("body21"))
+    assert e.value.field == "categories[0].keypoints" and "l_eye" in str(e.value)
+
+
+def test_records_name_the_keypoints_of_their_set():
+    from pose.families.hourglass import HOURGLASS
+    from pose.families.openpose import OPENPOSE
+    from pose.skeletons import get_skeleton
+
+    body = get_skeleton("body21")
+    kp = np.zeros((21, 3))
+    for family in (HOURGLASS, OPENPOSE):
+        r = family.result_record(5, Pose(kp, score=1.0), body)
+        assert r["skeleton"] == "body21" and r["keypoint_names"] == list(body.keypoints)
+        assert len(r["keypoints"]) == 63 and r["image_id"] == 5
+    r = OPENPOSE.result_record(5, Pose(np.zeros((18, 3)), score=1.0), None)   # the built-in set: COCO's 17
+    assert r["keypoint_names"] == list(COCO17.keypoints) and len(r["keypoints"]) == 51

@@ -110,7 +110,7 @@ def test_images_without_detections_give_no_records(tiny, tmp_path):
 
 def test_records_without_detector_are_unchanged():
     record = HOURGLASS.result_record(3, Pose(np.zeros((16, 3)), 0.5))
-    assert set(record) == {"image_id", "keypoints", "score", "skeleton"}
+    assert set(record) == {"image_id", "keypoints", "score", "skeleton", "keypoint_names"}
 
 
 # ------------------------------------------------------------------------------------------------------- OpenPose boxes

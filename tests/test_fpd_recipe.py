@@ -188,11 +188,13 @@ def test_profiles_and_validation():
     sample = resolve(SECTION)
     assert sample.train_config("student").max_steps == 2
     assert sample.train_config("teacher").max_steps == 1
-    assert sample.arch("student_fpd") == {"family": "hourglass", "num_stacks": 2, "num_blocks": 1, "mobile": True}
+    assert sample.arch("student_fpd") == {"family": "hourglass", "num_stacks": 2, "num_blocks": 1, "mobile": True,
+                                          "num_classes": 16}     # the keypoint set's (fpd.keypoints: mpii16)
     for bad, field in (({"profile": "nope"}, "fpd.profile"), ({"alpha": 1.5}, "fpd.alpha"),
                        ({"target": {"weight": "all"}}, "fpd.target.weight"), ({"alpha": "0.5"}, "fpd.alpha"),
                        ({"export": {"latency_runs": "abc"}}, "fpd.export.latency_runs"),
-                       ({"export": {"threads": True}}, "fpd.export.threads")):
+                       ({"export": {"threads": True}}, "fpd.export.threads"),
+                       ({"keypoints": "mpii15"}, "fpd.keypoints")):
         with pytest.raises(PoseDataError, match=field.replace(".", r"\.")) as err:
             resolve({**copy.deepcopy(SECTION), **bad})
         assert err.value.path == "test.yaml"

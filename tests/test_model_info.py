@@ -22,6 +22,7 @@ from pose.model_file import open_model
 from pose.model_info import ModelInfo, of_family
 from pose.predict.options import PredictOptions
 from pose.predict.pose import Pose, confidence, select_poses
+from pose.skeletons import MPII16
 
 HG_ARCH = {"family": "hourglass", "num_stacks": 1, "num_blocks": 1, "mobile": True}
 HG_INFO = of_family(HOURGLASS, (64, 64), PredictOptions(input_res=64, decode="dark", sigma=1.5))
@@ -65,7 +66,7 @@ def test_checkpoint_and_both_exports_carry_the_record(hourglass_files):
 
 def test_open_model_takes_its_defaults_from_the_file_and_flags_override(hourglass_files):
     m = open_model(hourglass_files / "export" / "model.onnx")
-    assert m.predict_options() == PredictOptions(input_res=64, decode="dark", sigma=1.5)
+    assert m.predict_options() == PredictOptions(input_res=64, decode="dark", sigma=1.5, skeleton=MPII16)
     assert m.predict_options(decode="reference", flip_test=None).decode == "reference"
     with pytest.raises(PoseDataError, match="input_res"):
         m.predict_options(input_res=128)           # a fixed-size export cannot run at another size

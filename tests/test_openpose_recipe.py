@@ -117,7 +117,7 @@ def test_three_steps_chain_and_step3_loads_step2_partially(trained):
     s1, s2, s3 = trained["step1"], trained["step2"], trained["step3"]
     for step, stages in (("step1", 1), ("step2", 1), ("step3", 3)):
         ckpt = load_checkpoint(trained[step]["path"])
-        assert ckpt["arch"] == {"family": "openpose", "num_refinement_stages": stages}
+        assert ckpt["arch"] == {"family": "openpose", "num_refinement_stages": stages, "num_heatmaps": 19, "num_pafs": 38}
         assert ckpt["step"] == 1 and np.isfinite(trained[step]["loss"])
     assert s1["init"] == {"source": None}                          # from scratch: no ImageNet weights given
     n1 = len(build_model({"family": "openpose", "num_refinement_stages": 1}).state_dict())

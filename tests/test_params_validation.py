@@ -14,14 +14,14 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from pose.data.settings import (COCO_EVAL_KEYS, COCO_LABELS_KEYS, COCO_QUANTIZE_KEYS, COCO_TRAIN_KEYS, COCO_TRAIN_VAL_KEYS,
-                                COCO_VAL_SUBSET_KEYS, MPII_DATA_KEYS, MPII_PREP_KEYS, MPII_UNLABELED_KEYS,
+from pose.data.settings import (COCO_EVAL_KEYS, COCO_LABELS_KEYS, COCO_QUANTIZE_KEYS, COCO_TOPDOWN_KEYS,
+                                COCO_TRAIN_KEYS, COCO_TRAIN_VAL_KEYS, COCO_VAL_SUBSET_KEYS, MPII_DATA_KEYS, MPII_PREP_KEYS, MPII_UNLABELED_KEYS,
                                 CocoSettings, MpiiSettings)
 from pose.data.synthetic import sample_settings
 from pose.engine.launch import LaunchSettings
 from pose.io import PoseDataError
 from pose.recipes import fpd, openpose
-from pose.recipes.common import PathSettings
+from pose.recipes.common import PathSettings, section_skeleton
 from pose.recipes.stages import RenderPlotsSettings, training_stages
 from pose.settings import from_mapping
 
@@ -65,7 +65,8 @@ def _fpd_stage(unlabeled: bool, training: bool = False) -> Callable[[dict], None
 # flow -> what it calls on the params before any work (flows/<flow>.py)
 READERS: dict[str, Callable[[dict], Any]] = {
     "make_sample": lambda p: sample_settings(p["sample"], SOURCE),
-    "coco_labels": lambda p: CocoSettings.from_params(p["coco"], SOURCE, keys=COCO_LABELS_KEYS),
+    "coco_labels": lambda p: (CocoSettings.from_params(p["coco"], SOURCE, keys=COCO_LABELS_KEYS),
+                              section_skeleton(p.get("openpose"), openpose.OpenPoseSettings, "openpose", SOURCE)),
     "coco_val_subset": lambda p: CocoSettings.from_params(p["coco"], SOURCE, keys=COCO_VAL_SUBSET_KEYS),
     "mpii_prep": lambda p: MpiiSettings.from_params(p["mpii"], SOURCE, keys=MPII_PREP_KEYS),
     "train_hourglass": _fpd_stage(unlabeled=False, training=True),       # teacher, student, student_fpd
@@ -121,6 +122,10 @@ CASES = [  # (flow, dotted key, value or DELETE, the field the error must name)
     ("mpii_prep", "mpii.link", DELETE, "mpii.link"),
     ("mpii_prep", "mpii.gt_val_mat", ["a"], "mpii.gt_val_mat"),
     ("mpii_prep", "mpii.prepared", None, "mpii.prepared"),
+    ("mpii_prep", "mpii.format", "tsv", "mpii.format"),
+    ("coco_labels", "openpose.keypoints", "openpose19", "openpose.keypoints"),
+    ("coco_labels", "openpose.keypoints", 18, "openpose.keypoints"),
+    ("train_hourglass", "fpd.keypoints", "missing_set.yaml", "fpd.keypoints"),
     ("train_hourglass", f"{FPD}.train.optimizer.lr", "fast", f"{FPD}.train.optimizer.lr"),
     ("train_hourglass", f"{FPD}.train.optimizer.lr", "0.005", f"{FPD}.train.optimizer.lr"),   # quoted number
     ("train_hourglass", f"{FPD}.train.optimizer.lr", -1.0, f"{FPD}.train.optimizer.lr"),
@@ -296,6 +301,7 @@ def _declared(stage: str) -> list[str]:
     ("coco_labels", "coco", COCO_LABELS_KEYS),
     ("coco_val_subset", "coco", COCO_VAL_SUBSET_KEYS),
     ("mpii_prep", "mpii", MPII_PREP_KEYS),
+    ("mpii_prep", "coco", COCO_TOPDOWN_KEYS),             # read with mpii.format coco
     ("openpose", "coco", COCO_TRAIN_KEYS + COCO_TRAIN_VAL_KEYS),
     ("eval_coco", "coco", COCO_EVAL_KEYS),
     ("export_openpose", "coco", COCO_EVAL_KEYS),

@@ -236,7 +236,8 @@ def test_prediction_sheet_shows_gt_beside_prediction(tmp_path, monkeypatch):
     pose_kp[1] = (40, 30, 0.9)
     per_image = iter([[Pose(pose_kp, 7.5)], [], [Pose(pose_kp, 1.0), Pose(pose_kp, 2.0)]])
     monkeypatch.setattr(R, "load_eval_model", lambda path, stages: (None, {}))
-    monkeypatch.setattr(R, "make_predictor", lambda model, evaluation: lambda image: next(per_image))
+    monkeypatch.setattr(R, "model_skeleton", lambda path: OPENPOSE18)
+    monkeypatch.setattr(R, "make_predictor", lambda model, evaluation, skeleton: lambda image: next(per_image))
     out = tmp_path / "plots" / "sheet.png"
     res = R.prediction_sheet("model.pt", gt, images_dir, R.OpenPoseEval(base_height=48), out, num_images=3, cols=2)
     assert res["images"] == 3 and res["tiles"] == 2 * 3

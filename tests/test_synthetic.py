@@ -15,7 +15,7 @@ from pose.data import body as B
 from pose.data import synthetic as S
 from pose.data.mpii import read_protocol_gt
 from pose.io import PoseDataError, read_json
-from pose.skeletons import COCO17, MPII16
+from pose.skeletons import COCO17, MPII16, get_skeleton, load_skeleton_file
 from pose.visualize import contact_sheet, draw_skeleton
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,3 +281,68 @@ def test_draw_skeleton_and_contact_sheet():
     assert sheet.shape == (2 * 64 + 3 * 2, 2 * 64 + 3 * 2, 3)
     assert sheet[2 + 16 + 5, 2 + 64 + 2 + 10].tolist() == [255, 255, 255]   # letterboxed into the 2nd cell
     assert MPII16.num_keypoints == 16
+
+
+def test_extra_keypoint_set_body21_same_images_and_people(sample):
+    out, cfg, _ = sample
+    body21 = get_skeleton("body21")
+    assert cfg.extra_keypoint_sets == ("body21",)
+    assert not (out / "body21" / "train2017").exists()           # the images are not copied
+    for split in ("train", "val"):
+        a = read_json(out / f"coco/annotations/person_keypoints_{split}2017.json")
+        b = read_json(out / f"body21/annotations/person_keypoints_{split}2017.json")
+        assert b["images"] == a["images"] and b["images"]
+        for im in b["images"]:
+            assert (out / "coco" / f"{split}2017" / im["file_name"]).is_file()
+        cat = b["categories"][0]
+        assert cat["keypoints"] == list(body21.keypoints) and "l_shoulder" in cat["keypoints"]
+        assert cat["skeleton"] == [[i + 1, j + 1] for i, j in body21.limbs]
+        assert len(a["annotations"]) == len(b["annotations"]) > 0
+        assert any(x["iscrowd"] for x in b["annotations"])
+        slot = [body21.index(n) for n in COCO17.keypoints]        # the coco17 json's order is COCO17's
+        for x, y in zip(a["annotations"], b["annotations"]):
+            for k in ("id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"):
+                assert x[k] == y[k], k
+            k17, k21 = np.array(x["keypoints"]).reshape(17, 3), np.array(y["keypoints"]).reshape(21, 3)
+            assert len(y["keypoints"]) == 21 * 3
+            np.testing.assert_array_equal(k21[slot], k17)
+            assert y["num_keypoints"] == int((k21[:, 2] > 0).sum())
+            assert set(k21[:, 2].tolist()) <= {0, 1, 2}
+            assert (k21[k21[:, 2] == 0, :2] == 0).all()
+        coco = COCO(str(out / f"body21/annotations/person_keypoints_{split}2017.json"))   # a valid COCO file
+        assert len(coco.getImgIds()) == len(a["images"])
+    assert load_skeleton_file(out / "body21" / "body21.yaml") == body21
+    raw = yaml.safe_load((out / "body21" / "body21.yaml").read_text())
+    assert list(raw) == ["name", "description", "keypoints", "flip_pairs", "limbs", "sigmas", "pck"]
+    assert raw["sigmas"]["head_top"] == body21.sigmas[body21.index("head_top")]
+
+
+def test_rendered_person_body21_matches_coco17():
+    _, people = S.render_scene(np.random.default_rng(5), (160, 120), "coco", max_people=4)
+    body21 = get_skeleton("body21")
+    for p in people:
+        kp = p.keypoints(body21)
+        assert kp.shape == (21, 3)
+        np.testing.assert_array_equal(kp[[body21.index(n) for n in COCO17.keypoints]], p.coco17)
+        np.testing.assert_array_equal(p.keypoints(MPII16), p.mpii16)
+
+
+def test_no_extra_keypoint_sets_writes_none(tmp_path):
+    cfg = small_config(tmp_path, coco_train_images=2, coco_val_images=1, mpii_train_people=1, mpii_val_people=1,
+                       unlabeled_images=1, contact_sheet=None, extra_keypoint_sets=())
+    S.generate_sample(tmp_path / "s", cfg)
+    assert (tmp_path / "s/coco/annotations/person_keypoints_train2017.json").is_file()
+    assert not (tmp_path / "s/body21").exists()
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())["sample"]
+    assert p["extra_keypoint_sets"] == ["body21"]
+    assert S.SampleConfig.from_params({**p, "extra_keypoint_sets": []}).extra_keypoint_sets == ()
+
+
+@pytest.mark.parametrize("value, problem", [(["body99"], "not a built-in"), (["body21", "body21"], "twice"),
+                                            (["openpose18"], "neck"), ("body21", "must be a list"),
+                                            ([3], "must be a string")])
+def test_bad_extra_keypoint_sets(value, problem):
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())["sample"]
+    with pytest.raises(PoseDataError, match=problem) as e:
+        S.SampleConfig.from_params({**p, "extra_keypoint_sets": value}, source="params.yaml")
+    assert e.value.field.startswith("sample.extra_keypoint_sets") and "sample.extra_keypoint_sets" in str(e.value)

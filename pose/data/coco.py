@@ -19,9 +19,9 @@ from pycocotools import mask as mask_utils
 
 from pose.io import PoseDataError, is_number, read_json, require_keys, write_json
 from pose.outputs import claim_file, record_file
-from pose.skeletons import get_skeleton
+from pose.skeletons import OPENPOSE18, Skeleton, get_skeleton
 
-COCO_NUM_KEYPOINTS = 17
+COCO_NUM_KEYPOINTS = 17      # a file whose categories[0] names no keypoints holds COCO's 17
 MIN_KEYPOINTS = 5            # a person becomes a training entry with at least this many labelled keypoints ...
 MIN_AREA = 32 * 32           # ... and at least this segment area ...
 MIN_CENTER_DISTANCE = 0.3    # ... and a bbox centre ≥ 0.3 × (accepted person's bbox width) from every accepted one
@@ -47,8 +47,50 @@ def load_coco_keypoints(path: str | os.PathLike) -> dict:
         if not isinstance(data[key], list):
             raise PoseDataError(path, f"must be a list, got {type(data[key]).__name__}", field=key)
     image_sizes = _validate_images(path, data["images"])
-    _validate_annotations(path, data["annotations"], image_sizes)
+    _validate_annotations(path, data["annotations"], image_sizes, num_keypoints(data, path))
     return data
+
+
+def num_keypoints(data: Mapping[str, Any], path: str | os.PathLike) -> int:
+    """The keypoint count of a COCO file: ``categories[0].keypoints``'s length, COCO's 17 when it names none."""
+    names = keypoint_names(data, path)
+    return COCO_NUM_KEYPOINTS if names is None else len(names)
+
+
+def keypoint_names(data: Mapping[str, Any], path: str | os.PathLike) -> list[str] | None:
+    """``categories[0].keypoints`` (checked: a list of names), ``None`` when the file names none (absent or
+    empty)."""
+    cats = data.get("categories") or []
+    names = cats[0].get("keypoints") if cats and isinstance(cats[0], Mapping) else None
+    if names is None or names == []:
+        return None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise PoseDataError(path, f"must be a list of keypoint names, got {names!r}",
+                            field="categories[0].keypoints")
+    return names
+
+
+def _spelling(name: str) -> str:
+    """COCO spells ``left_eye`` what the built-in sets call ``l_eye``: names are compared in the short spelling."""
+    for long, short in (("left_", "l_"), ("right_", "r_")):
+        if name.startswith(long):
+            return short + name[len(long):]
+    return name
+
+
+def check_keypoint_set(data: Mapping[str, Any], path: str | os.PathLike, skeleton: Skeleton) -> None:
+    """The file's keypoints must be what ``skeleton`` reads: the set's ``source`` set (OpenPose-18 reads COCO-17),
+    else the set itself; the count, and the names when the file names them (``left_`` / ``right_`` and ``l_`` /
+    ``r_`` are the same)."""
+    names = keypoint_names(data, path)
+    n = num_keypoints(data, path)
+    source = skeleton.extra.get("source")
+    want = get_skeleton(source) if source else skeleton
+    if n != want.num_keypoints or (names is not None and [_spelling(a) for a in names]
+                                   != [_spelling(b) for b in want.keypoints]):
+        got = names if names is not None else f"{n} keypoints"
+        raise PoseDataError(path, f"the dataset's keypoints {got} are not those keypoint set {skeleton.name!r} reads "
+                            f"({want.name}: {list(want.keypoints)})", field="categories[0].keypoints")
 
 
 def _validate_images(path: str | os.PathLike, images: list) -> dict:
@@ -72,7 +114,7 @@ def _validate_images(path: str | os.PathLike, images: list) -> dict:
 KEYPOINT_MARGIN = 1.0   # px past the right / bottom image border a labelled keypoint may lie (COCO: x ∈ [0, width])
 
 
-def _validate_annotations(path: str | os.PathLike, annotations: list, image_sizes: dict) -> None:
+def _validate_annotations(path: str | os.PathLike, annotations: list, image_sizes: dict, nk: int) -> None:
     seen: set = set()
     polygons: list[list] = []          # every polygon, checked for numbers in bulk below ...
     polygon_owner: list[int] = []      # ... with the index of its annotation
@@ -88,9 +130,9 @@ def _validate_annotations(path: str | os.PathLike, annotations: list, image_size
             raise PoseDataError(path, f"annotation id {aid!r}: image id {a['image_id']!r} is not in 'images'",
                                 field="image_id")
         kp = a["keypoints"]
-        if not isinstance(kp, list) or len(kp) != 3 * COCO_NUM_KEYPOINTS:
+        if not isinstance(kp, list) or len(kp) != 3 * nk:
             n = len(kp) if isinstance(kp, list) else type(kp).__name__
-            raise PoseDataError(path, f"annotation id {aid!r}: expected {3 * COCO_NUM_KEYPOINTS} values, got {n}",
+            raise PoseDataError(path, f"annotation id {aid!r}: expected {3 * nk} values ({nk} keypoints), got {n}",
                                 field="keypoints")
         bbox = a["bbox"]
         if not isinstance(bbox, list) or len(bbox) != 4:
@@ -116,7 +158,7 @@ def _validate_annotations(path: str | os.PathLike, annotations: list, image_size
     # numeric checks vectorised over all annotations; locate the first offender for the message
     sizes = np.asarray([image_sizes[a["image_id"]] for a in annotations], dtype=np.float64).reshape(-1, 2)
     width, height = sizes[:, :1], sizes[:, 1:]
-    for field, n in (("keypoints", 3 * COCO_NUM_KEYPOINTS), ("bbox", 4)):
+    for field, n in (("keypoints", 3 * nk), ("bbox", 4)):
         rows = [a[field] for a in annotations]
         # np.asarray would turn "10" or true into numbers: only JSON numbers are accepted
         bad = _first_non_number(rows, finite=False)
@@ -268,23 +310,29 @@ def remap_visibility(v: np.ndarray) -> np.ndarray:
 
 
 def coco_to_openpose18(keypoints: np.ndarray, width: float | np.ndarray, height: float | np.ndarray) -> np.ndarray:
-    """COCO keypoints (P,17,3) [x, y, v] in COCO coordinates → (P,18,3) [x, y, v'] internal, OpenPose-18 order.
+    """COCO keypoints (P,17,3) → (P,18,3) OpenPose-18 (:func:`to_keypoint_set` with the built-in set)."""
+    return to_keypoint_set(keypoints, width, height, OPENPOSE18, COCO_NUM_KEYPOINTS)
+
+
+def to_keypoint_set(keypoints: np.ndarray, width: float | np.ndarray, height: float | np.ndarray,
+                    skel: Skeleton, num_source: int) -> np.ndarray:
+    """A dataset's keypoints (P,S,3) [x, y, v] in COCO coordinates → (P,K,3) [x, y, v'] internal, in the order of
+    keypoint set ``skel`` (its ``from_source`` indices; the same order when it has none).
 
     ``width`` / ``height``: the image size, a number or one per person (P,), so a whole dataset converts at once.
 
     A keypoint at (0, 0) or outside the image [0, w)×[0, h) gets v' = 2 (LWOP ``ConvertKeypoints``); derived
-    points (the neck) are the mean of their sources with v' = 2 if any source is 2, 1 if all are 1, else 0,
-    and 2 when the point falls outside the image.
+    points (OpenPose-18's neck) are the mean of their sources with v' = 2 if any source is 2, 1 if all are 1,
+    else 0, and 2 when the point falls outside the image.
     """
-    skel = get_skeleton("openpose18")
-    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, COCO_NUM_KEYPOINTS, 3)
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, num_source, 3)
     width = np.broadcast_to(np.asarray(width, dtype=np.float64), kp.shape[:1])[:, None]
     height = np.broadcast_to(np.asarray(height, dtype=np.float64), kp.shape[:1])[:, None]
     x, y = kp[..., 0], kp[..., 1]
     vis = remap_visibility(kp[..., 2])
     vis = np.where(((x == 0) & (y == 0)) | ~_inside(x, y, width, height), 2, vis)
 
-    src = np.asarray(skel.extra["from_coco17"])
+    src = skel.source_index(num_source)
     out = np.zeros((kp.shape[0], skel.num_keypoints, 3))
     direct = src >= 0
     out[:, direct, :2] = kp[:, src[direct], :2]
@@ -306,7 +354,7 @@ def _inside(x: np.ndarray, y: np.ndarray, width: float, height: float) -> np.nda
 
 
 def _keypoint_lists(kp18: np.ndarray) -> list[list[list]]:
-    """(P,18,3) → P lists of 18 [x, y, v'] with a float x, y and an int v' (JSON-ready)."""
+    """(P,K,3) → P lists of K [x, y, v'] with a float x, y and an int v' (JSON-ready)."""
     return [[[x, y, int(v)] for x, y, v in person] for person in kp18.tolist()]
 
 
@@ -378,7 +426,8 @@ def _image_readable(path: Path) -> bool:
 
 
 def convert_labels(coco_json_path: str | os.PathLike, images_dir: str | os.PathLike, net_input: int = 368,
-                   skip_unreadable: bool = False, stats: dict | None = None) -> list[dict]:
+                   skip_unreadable: bool = False, stats: dict | None = None,
+                   skeleton: Skeleton = OPENPOSE18) -> list[dict]:
     """Convert a COCO person_keypoints json into OpenPose training entries (docs/PROTOCOLS.md#coco-labels).
 
     Per image: candidates are the non-crowd annotations with ``num_keypoints`` ≠ 0 (file order); crowd
@@ -388,6 +437,8 @@ def convert_labels(coco_json_path: str | os.PathLike, images_dir: str | os.PathL
     decode); with ``skip_unreadable`` such images are skipped and counted in ``stats['skipped_images']``.
     """
     data = load_coco_keypoints(coco_json_path)
+    check_keypoint_set(data, coco_json_path, skeleton)
+    nk = num_keypoints(data, coco_json_path)
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise PoseDataError(images_dir, "images directory does not exist", field="train_images")
@@ -404,8 +455,8 @@ def convert_labels(coco_json_path: str | os.PathLike, images_dir: str | os.PathL
     order = [a for anns in people.values() for a in anns]
     sizes = np.asarray([(images[a["image_id"]]["width"], images[a["image_id"]]["height"]) for a in order],
                        dtype=np.float64).reshape(-1, 2)
-    kp18 = _keypoint_lists(coco_to_openpose18(np.asarray([a["keypoints"] for a in order]).reshape(-1, 51),
-                                              sizes[:, 0], sizes[:, 1]))
+    kp18 = _keypoint_lists(to_keypoint_set(np.asarray([a["keypoints"] for a in order]).reshape(-1, 3 * nk),
+                                           sizes[:, 0], sizes[:, 1], skeleton, nk))
     entries: list[dict] = []
     skipped: list[str] = []
     start = 0
@@ -445,14 +496,15 @@ def write_labels(path: str | os.PathLike, entries: list[dict]) -> None:
 
 
 def prepare_train_labels(coco_json_path: str | os.PathLike, images_dir: str | os.PathLike,
-                         out_path: str | os.PathLike, net_input: int = 368, skip_unreadable: bool = False) -> dict:
+                         out_path: str | os.PathLike, net_input: int = 368, skip_unreadable: bool = False,
+                         skeleton: Skeleton = OPENPOSE18) -> dict:
     """:func:`convert_labels` + :func:`write_labels`; returns counts (entries, images, skipped_images).
 
     ``out_path`` is claimed first (:func:`pose.outputs.claim_file`: never over a file the project did not write)
     and recorded as the project's once written."""
     claim_file(out_path)
     stats: dict = {}
-    entries = convert_labels(coco_json_path, images_dir, net_input, skip_unreadable, stats=stats)
+    entries = convert_labels(coco_json_path, images_dir, net_input, skip_unreadable, stats=stats, skeleton=skeleton)
     if not entries:
         raise PoseDataError(coco_json_path, "no annotation passes the training-label filters (B2)",
                             field="annotations")

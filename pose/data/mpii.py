@@ -33,7 +33,8 @@ SCALE_PAD = 1.25       # s *= 1.25
 
 
 def record_joints(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """``(joints (N,16,2) internal coords, labelled (N,16) bool)`` from ``joint_self`` (1-based; absent = 0,0,0)."""
+    """``(joints (N,K,2) internal coords, labelled (N,K) bool)`` from ``joint_self`` (1-based; absent = 0,0,0); any
+    keypoint count K (MPII: 16; top-down COCO records, :mod:`pose.data.topdown`: the set's)."""
     js = np.asarray([r["joint_self"] for r in records], dtype=np.float64).reshape(len(records), -1, 3)
     labelled = np.any(js[..., :2] != 0.0, axis=-1)
     return js[..., :2] - 1.0, labelled
@@ -43,13 +44,21 @@ def crop_center_scale(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
     """``(centres (N,2) internal coords, scales (N,))`` with the training adjustment.
 
     When ``objpos`` x ≠ −1 (file value): ``c_y += 15·s`` and ``s *= 1.25``; the box is ``200·s`` source pixels.
+    A record with ``center_box`` ``[cx, cy, box]`` (internal coords; top-down COCO records, :mod:`pose.data.topdown`)
+    takes that crop as given: centre ``(cx, cy)``, ``s = box / 200``, no shift or pad.
     """
     c = np.asarray([r["objpos"] for r in records], dtype=np.float64).reshape(len(records), 2)
     s = np.asarray([r["scale_provided"] for r in records], dtype=np.float64).reshape(len(records))
     known = c[:, 0] != -1
     c[:, 1] += np.where(known, CENTRE_SHIFT * s, 0.0)
     s = np.where(known, s * SCALE_PAD, s)
-    return c - 1.0, s
+    c -= 1.0
+    boxed = [i for i, r in enumerate(records) if "center_box" in r]
+    if boxed:
+        cb = np.asarray([records[i]["center_box"] for i in boxed], dtype=np.float64).reshape(len(boxed), 3)
+        c[boxed] = cb[:, :2]
+        s[boxed] = cb[:, 2] / BOX_PER_SCALE
+    return c, s
 
 
 @dataclass(frozen=True)

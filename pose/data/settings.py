@@ -22,8 +22,10 @@ COCO_TRAIN_KEYS = ("labels_out", "train_images", "label_net_input", "skip_unread
 COCO_TRAIN_VAL_KEYS = ("val_subset_out", "val_images")      # optional for training: without them, no validation
 COCO_EVAL_KEYS = ("val_subset_out", "val_images")
 COCO_QUANTIZE_KEYS = ("train_images", "val_subset_out", "val_images")   # calibration images + val
+COCO_TOPDOWN_KEYS = ("train_annotations", "train_images", "val_annotations", "val_images")   # mpii.format coco
 # the keys each reader of the `mpii` section reads
-MPII_PREP_KEYS = ("images", "annotations", "gt_val_mat", "link", "prepared")
+MPII_PREP_KEYS = ("format", "images", "annotations", "gt_val_mat", "link", "prepared")
+MPII_FORMATS = ("mpii", "coco")   # coco: top-down crops of the `coco` section's datasets (pose.data.topdown)
 MPII_DATA_KEYS = ("images", "link", "prepared")       # pose.recipes.fpd.MpiiPaths: every FPD stage
 MPII_UNLABELED_KEYS = ("unlabeled_images",)             # + the stages that train on the unlabelled images
 
@@ -67,9 +69,12 @@ class MpiiSettings:
     link: str                          # the symlink the stages read the images through
     prepared: str                      # mpii_prep's output folder (train.json, val.json, gt_val.mat)
     unlabeled_images: str | None = None   # FPD's unlabelled image folder (student_fpd_unlabeled)
+    format: str = "mpii"               # what mpii_prep reads (MPII_FORMATS)
 
     def check(self, source: str, prefix: str) -> None:
         _no_empty_paths(self, source, prefix)
+        if self.format is not None and self.format not in MPII_FORMATS:
+            raise PoseDataError(source, f"must be one of {MPII_FORMATS}, got {self.format!r}", field=f"{prefix}.format")
 
     @classmethod
     def from_params(cls, mpii: Mapping[str, Any] | None, source: str,

@@ -4,7 +4,9 @@
 returns every person's keypoints (internal pixel-index coordinates) with visibility decided from a label map:
 a joint whose pixel belongs to a person or occluder drawn later is occluded, one outside the image is
 unlabelled. :func:`generate_sample` writes the COCO, MPII and unlabelled sets plus a contact sheet, the whole
-output directory atomically. Each image has its own random stream derived from (seed, set, index), so the same
+output directory atomically; with ``extra_keypoint_sets`` also, per set, a second COCO-format annotation pair of the
+same images and people in that set's keypoints (``<out>/<set>/annotations``) and the set's definition file
+(``<out>/<set>/<set>.yaml``). Each image has its own random stream derived from (seed, set, index), so the same
 seed gives byte-identical files.
 """
 from __future__ import annotations
@@ -14,11 +16,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
 import scipy.io
+import yaml
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
@@ -26,7 +29,7 @@ from pose.data import body as B
 from pose.io import PoseDataError, atomic_path, write_image, write_json
 from pose.outputs import claim_file, record_file
 from pose.settings import at_most, from_mapping, positive
-from pose.skeletons import COCO17, MPII16
+from pose.skeletons import COCO17, MPII16, Skeleton, builtin_names, get_skeleton
 from pose.visualize import contact_sheet, draw_skeleton
 
 COCO_IDX = B.joint_indices(COCO17.keypoints)
@@ -61,6 +64,8 @@ class SampleConfig:
     jpeg_quality: int = 90
     occluder_probability: float = 0.3     # share of images with occluder shapes drawn over people
     second_person_probability: float = 0.3   # MPII / unlabelled: share with a second, partial person
+    # built-in keypoint sets also written as COCO-format annotations of the COCO images (<out>/<set>/...)
+    extra_keypoint_sets: tuple[str, ...] = ("body21",)
 
     def check(self, source: str, prefix: str) -> None:
         """Ranges (:func:`pose.settings.from_mapping` calls this): counts >= 0, 1..99 people per COCO image (ids
@@ -82,6 +87,16 @@ class SampleConfig:
         at_most(source, f"{prefix}.jpeg_quality", self.jpeg_quality, 100)
         if self.contact_sheet == "":
             raise PoseDataError(source, "must be a path or null, got ''", field=f"{prefix}.contact_sheet")
+        for i, name in enumerate(self.extra_keypoint_sets):
+            fld = f"{prefix}.extra_keypoint_sets[{i}]"
+            if name not in builtin_names():
+                raise PoseDataError(source, f"{name!r} is not a built-in keypoint set {builtin_names()}", field=fld)
+            missing = [k for k in get_skeleton(name).keypoints if k not in B.BODY_JOINTS]
+            if missing:
+                raise PoseDataError(source, f"keypoint set {name!r} has keypoints the synthetic bodies lack: {missing}"
+                                            f" (they have {list(B.BODY_JOINTS)})", field=fld)
+            if name in self.extra_keypoint_sets[:i]:
+                raise PoseDataError(source, f"{name!r} is listed twice", field=fld)
 
     @classmethod
     def from_params(cls, d: Mapping[str, Any] | None, source: str = "settings") -> "SampleConfig":
@@ -119,6 +134,13 @@ class RenderedPerson:
     head_box: np.ndarray    # (2, 2) [[x1, y1], [x2, y2]]
     mask: np.ndarray        # (H, W) bool, the pixels of this person left visible
     tiny_unlabeled: bool = False   # a tiny person annotated without keypoints (as COCO does)
+    joints: np.ndarray | None = None   # (len(B.BODY_JOINTS), 3): every body joint, same codes
+
+    def keypoints(self, skeleton: Skeleton) -> np.ndarray:
+        """(K, 3) x, y, v of ``skeleton``'s keypoints (every name a :data:`pose.data.body.BODY_JOINTS` one)."""
+        if self.joints is None:
+            raise ValueError("this RenderedPerson has no 'joints' (all body joints), only coco17 / mpii16")
+        return self.joints[B.joint_indices(skeleton.keypoints)]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -313,14 +335,12 @@ def render_scene_with_crowd(rng: np.random.Generator, size: tuple[int, int], kin
 
     people = []
     for i, body in enumerate(bodies):
-        coco = body.joints[COCO_IDX]
-        mpii = body.joints[MPII_IDX]
+        joints = np.column_stack([body.joints, _visibility(body.joints, labels, i + 1)])   # point by point
         pelvis, thorax = body.joints[B.joint_indices(["pelvis", "thorax"])]
         people.append(RenderedPerson(
-            coco17=np.column_stack([coco, _visibility(coco, labels, i + 1)]),
-            mpii16=np.column_stack([mpii, _visibility(mpii, labels, i + 1)]),
+            coco17=joints[COCO_IDX], mpii16=joints[MPII_IDX],
             height=body.height, center=0.5 * (pelvis + thorax), head_box=B.head_box(body),
-            mask=labels == i + 1, tiny_unlabeled=tiny[i]))
+            mask=labels == i + 1, tiny_unlabeled=tiny[i], joints=joints))
     if main:
         people.insert(0, people.pop(main))
     crowd_mask = None
@@ -343,9 +363,11 @@ def coco_keypoint_names() -> list[str]:
             for n in COCO17.keypoints]
 
 
-def coco_categories() -> list[dict]:
-    return [{"supercategory": "person", "id": 1, "name": "person", "keypoints": coco_keypoint_names(),
-             "skeleton": [[a + 1, b + 1] for a, b in COCO17.limbs]}]
+def coco_categories(skeleton: Skeleton = COCO17) -> list[dict]:
+    """The person category of a keypoint set: COCO17 with COCO's spelling, any other set with its own names."""
+    names = coco_keypoint_names() if skeleton == COCO17 else list(skeleton.keypoints)
+    return [{"supercategory": "person", "id": 1, "name": "person", "keypoints": names,
+             "skeleton": [[a + 1, b + 1] for a, b in skeleton.limbs]}]
 
 
 def _polygons(mask: np.ndarray) -> list[list[float]]:
@@ -365,41 +387,62 @@ def _mask_box(mask: np.ndarray) -> list[float]:
     return [x0, y0, float(xs.max()) - x0 + 1.0, float(ys.max()) - y0 + 1.0]
 
 
-def _coco_person(person: RenderedPerson, ann_id: int, image_id: int) -> dict | None:
-    if not person.mask.any():
-        return None                                  # completely hidden: nobody would annotate it
-    kp = person.coco17.copy()
+def _coco_keypoints(person: RenderedPerson, skeleton: Skeleton) -> tuple[list, int]:
+    """COCO ``keypoints`` (K×[x, y, v], continuous coordinates, 0s where unlabelled) and ``num_keypoints``."""
+    kp = person.keypoints(skeleton).copy()
     if person.tiny_unlabeled:
         kp[:, 2] = 0
     kp[:, :2] += 0.5                                 # internal → COCO continuous coordinates
     kp[kp[:, 2] == OUTSIDE, :2] = 0.0
+    return ([round(float(v), 2) if i % 3 != 2 else int(v) for i, v in enumerate(kp.ravel())],
+            int((kp[:, 2] > 0).sum()))
+
+
+def _coco_person(person: RenderedPerson, ann_id: int, image_id: int,
+                 skeletons: Sequence[Skeleton] = (COCO17,)) -> list[dict] | None:
+    """The person's annotation, one per keypoint set (the same box, area and segmentation in each)."""
+    if not person.mask.any():
+        return None                                  # completely hidden: nobody would annotate it
     bbox = _mask_box(person.mask)
     polys = _polygons(person.mask)
     if not polys:
         x, y, bw, bh = bbox
         polys = [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]
-    return {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-            "keypoints": [round(float(v), 2) if i % 3 != 2 else int(v) for i, v in enumerate(kp.ravel())],
-            "num_keypoints": int((kp[:, 2] > 0).sum()), "bbox": [round(v, 2) for v in bbox],
-            "area": float(person.mask.sum()), "segmentation": polys}
+    anns = []
+    for skeleton in skeletons:
+        keypoints, num = _coco_keypoints(person, skeleton)
+        anns.append({"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0, "keypoints": keypoints,
+                     "num_keypoints": num, "bbox": [round(v, 2) for v in bbox], "area": float(person.mask.sum()),
+                     "segmentation": polys})
+    return anns
 
 
-def _coco_crowd(mask: np.ndarray, ann_id: int, image_id: int) -> dict | None:
+def _coco_crowd(mask: np.ndarray, ann_id: int, image_id: int,
+                skeletons: Sequence[Skeleton] = (COCO17,)) -> list[dict] | None:
+    """The crowd region's annotation, one per keypoint set (no keypoints)."""
     if not mask.any():
         return None
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 1, "keypoints": [0] * 51,
-            "num_keypoints": 0, "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
-            "area": float(mask_utils.area(rle)),
-            "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}}
+    return [{"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 1,
+             "keypoints": [0] * (3 * skeleton.num_keypoints), "num_keypoints": 0,
+             "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)], "area": float(mask_utils.area(rle)),
+             "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}}
+            for skeleton in skeletons]
 
 
 def _write_coco_split(root: Path, split: str, n_images: int, cfg: SampleConfig, first_image_id: int,
-                      ann_id: int, stream: int, keep: list, progress: tqdm) -> tuple[dict, int]:
+                      ann_id: int, stream: int, keep: list, progress: tqdm,
+                      extra: Sequence[tuple[Skeleton, Path]] = ()) -> tuple[dict, int]:
+    """Images under ``root/<split>2017`` and their COCO17 annotations under ``root/annotations``; for each
+    ``(set, folder)`` of ``extra`` the same images and people in that set's keypoints under ``folder/annotations``.
+    Returns the COCO17 document and the next annotation id."""
     w, h = cfg.coco_image_size
     img_dir = root / f"{split}2017"
     img_dir.mkdir(parents=True)
-    images, anns = [], []
+    sets = [(COCO17, root), *extra]
+    skeletons = [sk for sk, _ in sets]
+    images: list[dict] = []
+    anns: list[list[dict]] = [[] for _ in sets]
     for i in range(n_images):
         rng = _rng(cfg.seed, stream, i)
         crowd = bool(rng.random() < cfg.crowd_fraction)
@@ -411,23 +454,50 @@ def _write_coco_split(root: Path, split: str, n_images: int, cfg: SampleConfig, 
         progress.update()
         images.append({"id": image_id, "file_name": name, "width": w, "height": h, "license": 1})
         for p in people:
-            a = _coco_person(p, ann_id, image_id)
+            a = _coco_person(p, ann_id, image_id, skeletons)
             if a is not None:
-                anns.append(a)
+                for set_anns, set_a in zip(anns, a):
+                    set_anns.append(set_a)
                 ann_id += 1
         if crowd_mask is not None:
-            a = _coco_crowd(crowd_mask, ann_id, image_id)
+            a = _coco_crowd(crowd_mask, ann_id, image_id, skeletons)
             if a is not None:
-                anns.append(a)
+                for set_anns, set_a in zip(anns, a):
+                    set_anns.append(set_a)
                 ann_id += 1
         if len(keep) < 6:
             keep.append((image, [p.coco17 for p in people], COCO17))
-    doc = {"info": {"description": "posepipe synthetic COCO-format keypoints", "version": "1.0", "year": 2017,
-                    "contributor": "posepipe", "date_created": "2017/01/01"},
-           "licenses": [{"id": 1, "name": "synthetic, generated by posepipe", "url": ""}],
-           "images": images, "annotations": anns, "categories": coco_categories()}
-    write_json(root / "annotations" / f"person_keypoints_{split}2017.json", doc)
-    return doc, ann_id
+    docs = []
+    for (skeleton, folder), set_anns in zip(sets, anns):
+        what = "" if skeleton == COCO17 else f" ({skeleton.name} keypoints, images in coco/{split}2017)"
+        doc = {"info": {"description": f"posepipe synthetic COCO-format keypoints{what}", "version": "1.0",
+                        "year": 2017, "contributor": "posepipe", "date_created": "2017/01/01"},
+               "licenses": [{"id": 1, "name": "synthetic, generated by posepipe", "url": ""}],
+               "images": images, "annotations": set_anns, "categories": coco_categories(skeleton)}
+        write_json(folder / "annotations" / f"person_keypoints_{split}2017.json", doc)
+        docs.append(doc)
+    return docs[0], ann_id
+
+
+def write_keypoint_set_file(path: Path, skeleton: Skeleton) -> None:
+    """``skeleton``'s definition as a YAML set file (atomically) that :func:`pose.skeletons.load_skeleton_file`
+    reads back equal: pairs and sigmas by name."""
+    names = skeleton.keypoints
+    d: dict[str, Any] = {
+        "name": skeleton.name,
+        "description": f"the built-in keypoint set {skeleton.name!r} of posepipe (pose/skeletons.json), written "
+                       f"with the synthetic sample's {skeleton.name} COCO-format annotations",
+        "keypoints": list(names),
+        "flip_pairs": [[names[a], names[b]] for a, b in skeleton.flip_pairs],
+        "limbs": [[names[a], names[b]] for a, b in skeleton.limbs]}
+    if skeleton.sigmas is not None:
+        d["sigmas"] = {n: float(s) for n, s in zip(names, skeleton.sigmas)}
+    d["pck"] = {"normalize": skeleton.pck.normalize, "threshold": float(skeleton.pck.threshold)}
+    if skeleton.pck.torso is not None:
+        d["pck"]["torso"] = [names[i] for i in skeleton.pck.torso]
+    d.update(skeleton.extra)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(d, sort_keys=False, default_flow_style=None, width=120), encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -544,10 +614,14 @@ def generate_sample(out_dir: str | os.PathLike, config: SampleConfig) -> dict:
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)        # mkdtemp creates it 0700; the dataset should be readable like any dir
         coco_root = tmp / "coco"
+        extra = [(get_skeleton(name), tmp / name) for name in config.extra_keypoint_sets]
+        for skeleton, folder in extra:
+            folder.mkdir()
+            write_keypoint_set_file(folder / f"{skeleton.name}.yaml", skeleton)
         train, next_ann = _write_coco_split(coco_root, "train", config.coco_train_images, config, 1, 1, 1, keep_coco,
-                                            progress)
+                                            progress, extra)
         val, _ = _write_coco_split(coco_root, "val", config.coco_val_images, config, 1_000_000, next_ann, 2, [],
-                                   progress)
+                                   progress, extra)
         summary = _write_mpii(tmp / "mpii", config, keep_mpii, progress)
         un_dir = tmp / "unlabeled"
         un_dir.mkdir()

@@ -1,4 +1,5 @@
-"""COCO keypoint AP for OpenPose-18 predictions: results conversion (LWOP's ``val.py``) and a COCOeval wrapper."""
+"""COCO keypoint AP of bottom-up predictions in any keypoint set: results conversion (LWOP's ``val.py``) and a
+COCOeval wrapper that scores with the set's OKS sigmas."""
 from __future__ import annotations
 
 import contextlib
@@ -9,22 +10,28 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pose.data.coco import load_coco_keypoints
+from pose.data.coco import check_keypoint_set, load_coco_keypoints
 from pose.io import PoseDataError, read_image
-from pose.skeletons import COCO17, OPENPOSE18, Skeleton
+from pose.skeletons import OPENPOSE18, Skeleton, get_skeleton
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 
+def dataset_set(skeleton: Skeleton) -> Skeleton:
+    """The keypoint set the dataset's files hold for a model of ``skeleton``: its ``source`` (COCO-17 for
+    OpenPose-18), else the set itself."""
+    source = skeleton.extra.get("source")
+    return get_skeleton(source) if source else skeleton
+
+
 def coco_slots(skeleton: Skeleton = OPENPOSE18) -> np.ndarray:
-    """For each COCO-17 keypoint, the index of the same keypoint in ``skeleton`` (inverse of ``from_coco17``)."""
-    to_coco = np.full(COCO17.num_keypoints, -1)
-    for ours, theirs in enumerate(skeleton.extra["from_coco17"]):
-        if theirs >= 0:
-            to_coco[theirs] = ours
-    if (to_coco < 0).any():
-        raise ValueError(f"skeleton {skeleton.name!r} does not cover every COCO keypoint")
-    return to_coco
+    """For each dataset keypoint, the index of the same keypoint in ``skeleton`` (inverse of ``from_source``)."""
+    return skeleton.source_slots(dataset_set(skeleton).num_keypoints)
+
+
+def oks_sigmas(skeleton: Skeleton) -> np.ndarray:
+    """The OKS sigmas COCOeval scores ``skeleton``'s results with, in the dataset's keypoint order."""
+    return dataset_set(skeleton).require_sigmas("COCO keypoint AP")
 
 
 def poses_to_coco_results(image_id: int, poses: Sequence, skeleton: Skeleton = OPENPOSE18) -> list[dict]:
@@ -53,16 +60,20 @@ def poses_to_coco_results(image_id: int, poses: Sequence, skeleton: Skeleton = O
     return results
 
 
-def evaluate_coco(gt_json_path: str | os.PathLike, results: list[dict]) -> dict[str, float]:
-    """COCOeval 'keypoints' of ``results`` against the ground truth file; all zeros for no results.
+def evaluate_coco(gt_json_path: str | os.PathLike, results: list[dict],
+                  skeleton: Skeleton = OPENPOSE18) -> dict[str, float]:
+    """COCOeval 'keypoints' of ``results`` (in the dataset's keypoint order) against the ground truth file, with
+    the OKS sigmas of ``skeleton``'s dataset set; all zeros for no results.
 
     The file is validated first (:func:`pose.data.coco.load_coco_keypoints`): a bad annotation is a
     :class:`PoseDataError` naming it, not an error inside pycocotools."""
     gt_json_path = Path(gt_json_path)
-    return _score(gt_json_path, load_coco_keypoints(gt_json_path), results)
+    data = load_coco_keypoints(gt_json_path)
+    check_keypoint_set(data, gt_json_path, skeleton)
+    return _score(gt_json_path, data, results, oks_sigmas(skeleton))
 
 
-def _score(gt_json_path: Path, data: dict, results: list[dict]) -> dict[str, float]:
+def _score(gt_json_path: Path, data: dict, results: list[dict], sigmas: np.ndarray) -> dict[str, float]:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -79,6 +90,7 @@ def _score(gt_json_path: Path, data: dict, results: list[dict]) -> dict[str, flo
         gt.createIndex()
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "keypoints")
+        ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -86,13 +98,16 @@ def _score(gt_json_path: Path, data: dict, results: list[dict]) -> dict[str, flo
 
 
 def evaluate_predictor(predictor: Callable[[np.ndarray], list], gt_json_path: str | os.PathLike,
-                       images_dir: str | os.PathLike, progress: bool = True
+                       images_dir: str | os.PathLike, progress: bool = True, skeleton: Skeleton = OPENPOSE18
                        ) -> tuple[dict[str, float], list[dict]]:
-    """Run ``predictor`` on every image of the ground truth file and score it; returns (metrics, results).
+    """Run ``predictor`` (poses in ``skeleton``) on every image of the ground truth file and score it; returns
+    (metrics, results).
 
     The file is validated before the first image is read (:func:`evaluate_coco`)."""
     gt_json_path = Path(gt_json_path)
     data = load_coco_keypoints(gt_json_path)
+    check_keypoint_set(data, gt_json_path, skeleton)
+    sigmas = oks_sigmas(skeleton)
     images = data["images"]
     if progress:
         from tqdm import tqdm
@@ -101,5 +116,5 @@ def evaluate_predictor(predictor: Callable[[np.ndarray], list], gt_json_path: st
     results: list[dict] = []
     for im in images:
         image = read_image(Path(images_dir) / im["file_name"])
-        results += poses_to_coco_results(im["id"], predictor(image))
-    return _score(gt_json_path, data, results), results
+        results += poses_to_coco_results(im["id"], predictor(image), skeleton)
+    return _score(gt_json_path, data, results, sigmas), results

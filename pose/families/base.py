@@ -57,9 +57,11 @@ class Family:
     - ``predictor(runner, options)``: image → poses (:class:`pose.predict.options.PredictOptions`).
     - ``evaluate(runner, options)``: the family's accuracy protocol on a dataset → ``(metrics, table text)``.
     - ``codec(**settings)``: the target codec (encode for training, decode for inference).
-    - ``skeleton``: the default keypoint set.
+    - ``skeleton``: the default keypoint set (a model file records its own: :class:`pose.model_info.ModelInfo`;
+      predictors read ``options.skeleton`` and fall back to this).
     - ``multi_person``: the predictor finds every person (bottom-up) rather than the one in a crop.
-    - ``result_record(image_id, pose)``: one JSON record of ``pose predict``'s results.
+    - ``result_record(image_id, pose, skeleton)``: one JSON record of ``pose predict``'s results, keypoints in
+      the set ``skeleton`` (named in the record).
     - ``draw_threshold``: keypoints with a score above it are drawn by default.
     - ``min_confidence``: ``pose predict`` keeps poses whose 0–1 confidence reaches it by default.
     - ``headline_metric``: the key of ``evaluate``'s metrics that ranks models (export accuracy checks compare it).
@@ -78,7 +80,7 @@ class Family:
     codec: Callable[..., Any]
     skeleton: Skeleton
     multi_person: bool
-    result_record: Callable[[Any, Any], dict]
+    result_record: Callable[..., dict]
     draw_threshold: float
     min_confidence: float
     headline_metric: str

@@ -1,7 +1,8 @@
 """The stacked-hourglass family (single person, top-down crops): FPD's teacher and mobile student.
 
 Layout, heatmap resolution and the FPD-U key names: docs/MODELS.md#hourglass-network. Evaluation is MPII PCKh
-(docs/PROTOCOLS.md).
+(docs/PROTOCOLS.md) on MPII data and PCK with the keypoint set's normalisation on COCO-format data
+(docs/CUSTOM_DATASET.md).
 """
 from __future__ import annotations
 
@@ -81,42 +82,78 @@ class CropPredictor:
         center, box = self.crop(image)
         o = self.options
         kp = predict_image(self.runner, image, center, box, o.input_res, o.flip_test, decode=o.decode,
-                           sigma=o.sigma)
+                           sigma=o.sigma, skeleton=o.skeleton or skeleton)
         return [Pose(kp, float(kp[:, 2].mean()))]
 
 
 def evaluate(runner: Runner, options: EvalOptions) -> tuple[dict[str, Any], str]:
-    """MPII PCKh of ``runner`` on an MPII annotation file (its val records) or a prepared ``val.json``, with the
-    images (named by the prepared folder's manifest, else ``images/`` beside it) and the protocol ``.mat`` beside it
-    unless given."""
-    from pose.data.mpii import load_mpii_annotations, prepared_images, read_protocol_gt, split_index, write_preds_mat
-    from pose.evaluation.pckh import format_table, pckh
-    from pose.io import PoseDataError
+    """PCK of ``runner`` in the model's keypoint set on
+
+    * an MPII annotation file (its val records) or a prepared MPII ``val.json``: MPII's PCKh protocol, the protocol
+      ``.mat`` beside it unless given;
+    * a prepared top-down ``val.json`` (``mpii.format: coco``): PCK with the set's normalisation, its
+      ``gt_val.json`` beside it unless given;
+    * a COCO keypoints json: one top-down crop per annotated person (:mod:`pose.data.topdown`), the same PCK.
+
+    The images are named by the prepared folder's manifest, else ``images/`` beside the file, unless given."""
+    from pose.evaluation.pck import format_pck_table, pck
     from pose.predict.single_person import predict_mpii
 
     dataset = Path(options.dataset)
+    p = options.predict
+    keypoint_set = p.skeleton or skeleton
+    records, images, gt = _val_data(dataset, options, keypoint_set)
+    preds = predict_mpii(runner, records, images, p.input_res, flip_test=p.flip_test, batch_size=options.batch_size,
+                         progress=options.progress, decode=p.decode, sigma=p.sigma, skeleton=keypoint_set)
+    result = pck(preds, gt, keypoint_set)
+    if options.preds_out:
+        from pose.data.mpii import write_preds_mat
+
+        write_preds_mat(options.preds_out, preds)
+    return result, format_pck_table({dataset.name: result}, keypoint_set) + f"\n({result['protocol']})"
+
+
+def _val_data(dataset: Path, options: EvalOptions, keypoint_set: Any) -> tuple[list, Path, Any]:
+    """``(records, image folder, ground truth)`` of an evaluation dataset (see :func:`evaluate`)."""
+    from pose.data.mpii import load_mpii_annotations, prepared_images, read_protocol_gt, split_index
+    from pose.evaluation.pck import load_val_gt
+    from pose.io import PoseDataError, read_json
+
+    raw = read_json(dataset)
+    if isinstance(raw, dict) and "annotations" in raw:          # a COCO keypoints json
+        from pose.data.coco import images_of
+        from pose.data.topdown import person_records, val_ground_truth
+        from pose.evaluation.pck import TopDownGT
+
+        split = dataset.stem.split("_")[-1]                     # person_keypoints_val2017 → val2017
+        images = options.images or images_of(dataset, raw) or _first_existing(dataset.parent.parent / split,
+                                                                               dataset.parent / "images")
+        if images is None:
+            raise PoseDataError(dataset, "no images folder found for the dataset; pass --images DIR", field="images")
+        records = person_records(dataset, keypoint_set, images, images)
+        d = val_ground_truth(records, keypoint_set, dataset)
+        gt = TopDownGT(joints=np.asarray(d["joints"], np.float64), missing=np.asarray(d["missing"], bool),
+                       sizes=np.asarray(d["sizes"], np.float64), normalize=d["normalize"], names=tuple(d["keypoints"]))
+        return records, Path(images), gt
+    images = options.images or prepared_images(dataset) or _first_existing(dataset.parent / "images")
+    if images is None:
+        raise PoseDataError(dataset, "no images folder beside the dataset; pass --images DIR", field="images")
+    topdown_gt = dataset.parent / "gt_val.json"
+    if options.gt is None and topdown_gt.exists():              # a prepared top-down folder
+        return read_json(dataset), Path(images), load_val_gt(topdown_gt)
     records = load_mpii_annotations(dataset)
     _, val_idx = split_index(records)
     if len(val_idx) < len(records):  # a full annotation file: its val records, in file order
         records = [records[i] for i in val_idx]
-    images = options.images or prepared_images(dataset) or _first_existing(dataset.parent / "images")
     gt_path = options.gt or _first_existing(dataset.parent / "gt_val.mat", dataset.parent / "detections_our_format.mat")
-    if images is None:
-        raise PoseDataError(dataset, "no images folder beside the dataset; pass --images DIR", field="images")
     if gt_path is None:
         raise PoseDataError(dataset, "no gt_val.mat / detections_our_format.mat beside the dataset; pass --gt FILE",
                             field="gt")
-    gt = read_protocol_gt(gt_path)
+    gt = load_val_gt(gt_path) if Path(gt_path).suffix.lower() == ".json" else read_protocol_gt(gt_path)
     if gt.joints.shape[0] != len(records):
         raise PoseDataError(gt_path, f"{gt.joints.shape[0]} people in the protocol file but {len(records)} val "
                                      f"records in {dataset}", field="pos_gt_src")
-    p = options.predict
-    preds = predict_mpii(runner, records, images, p.input_res, flip_test=p.flip_test, batch_size=options.batch_size,
-                         progress=options.progress, decode=p.decode, sigma=p.sigma)
-    result = pckh(preds, gt)
-    if options.preds_out:
-        write_preds_mat(options.preds_out, preds)
-    return result, format_table({dataset.name: result}) + f"\n({result['protocol']})"
+    return records, Path(images), gt
 
 
 def _first_existing(*paths: Path) -> Path | None:
@@ -130,12 +167,15 @@ def codec(sigma: float = 1.0, subpixel: bool = True, decode: str = "reference") 
     return HeatmapCodec(sigma=sigma, subpixel=subpixel, decode_method=decode)
 
 
-def result_record(image_id: Any, pose: Any) -> dict[str, Any]:
-    """``{image_id, keypoints [x, y, peak] × K (image pixels), score, skeleton}``; a pose cropped from a person box
-    (``pose predict --detector``: :class:`pose.predict.detector.DetectedPose`) adds COCO's ``category_id`` 1, the
-    ``bbox`` [x, y, w, h] it was cropped from and the box's ``det_score``."""
+def result_record(image_id: Any, pose: Any, keypoint_set: Any = None) -> dict[str, Any]:
+    """``{image_id, keypoints [x, y, peak] × K (image pixels), score, skeleton, keypoint_names}`` in the keypoint
+    set ``keypoint_set`` (the family's default when ``None``); a pose cropped from a person box (``pose predict
+    --detector``: :class:`pose.predict.detector.DetectedPose`) adds COCO's ``category_id`` 1, the ``bbox``
+    [x, y, w, h] it was cropped from and the box's ``det_score``."""
+    keypoint_set = keypoint_set or skeleton
     record = {"image_id": image_id, "keypoints": [float(v) for v in pose.keypoints.ravel()],
-              "score": float(pose.score), "skeleton": MPII16.name}
+              "score": float(pose.score), "skeleton": keypoint_set.name,
+              "keypoint_names": list(keypoint_set.keypoints)}
     if getattr(pose, "bbox", None) is not None:
         from pose.predict.detector import PERSON_CATEGORY
 

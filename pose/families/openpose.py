@@ -67,7 +67,7 @@ def predictor(runner: Runner, options: PredictOptions) -> Any:
     from pose.predict.multi_person import MultiPersonPredictor
 
     return MultiPersonPredictor(runner, base_height=options.height, mode=options.mode, scales=options.scales,
-                                stride=options.stride)
+                                stride=options.stride, skeleton=options.skeleton or skeleton)
 
 
 def evaluate(runner: Runner, options: EvalOptions) -> tuple[dict[str, Any], str]:
@@ -86,7 +86,7 @@ def evaluate(runner: Runner, options: EvalOptions) -> tuple[dict[str, Any], str]
     if images is None:
         raise PoseDataError(dataset, "no images folder found for the dataset; pass --images DIR", field="images")
     metrics, results = evaluate_predictor(predictor(runner, options.predict), dataset, images,
-                                          progress=options.progress)
+                                          progress=options.progress, skeleton=options.predict.skeleton or skeleton)
     if options.preds_out:
         write_json(options.preds_out, results)
     head = "  ".join(f"{n:>6}" for n in METRIC_NAMES)
@@ -100,11 +100,15 @@ def codec(stride: int = 8, sigma: float = 7.0, paf_thickness: float = 1.0) -> An
     return OpenPoseCodec(stride=stride, sigma=sigma, paf_thickness=paf_thickness)
 
 
-def result_record(image_id: Any, pose: Any) -> dict[str, Any]:
-    """One COCO keypoint result (17 keypoints, LWOP's conversion: docs/PROTOCOLS.md)."""
-    from pose.evaluation.coco_ap import poses_to_coco_results
+def result_record(image_id: Any, pose: Any, keypoint_set: Any = None) -> dict[str, Any]:
+    """One COCO keypoint result in the dataset's keypoint order (OpenPose-18 → COCO's 17, LWOP's conversion:
+    docs/PROTOCOLS.md; a custom set: its own order), with the set's ``skeleton`` name and ``keypoint_names``."""
+    from pose.evaluation.coco_ap import dataset_set, poses_to_coco_results
 
-    return {**poses_to_coco_results(0, [pose])[0], "image_id": image_id}
+    keypoint_set = keypoint_set or skeleton
+    names = list(dataset_set(keypoint_set).keypoints)
+    return {**poses_to_coco_results(0, [pose], keypoint_set)[0], "image_id": image_id, "skeleton": keypoint_set.name,
+            "keypoint_names": names}
 
 
 OPENPOSE = Family.of(sys.modules[__name__])

@@ -167,6 +167,6 @@ class DetectorPredictor:
         for box, score in self.boxes(image, image_id):
             centre, box_size = box_crop(box)
             kp = predict_image(self.runner, image, centre, box_size, o.input_res, o.flip_test, decode=o.decode,
-                               sigma=o.sigma)
+                               sigma=o.sigma, **({"skeleton": o.skeleton} if o.skeleton is not None else {}))
             poses.append(DetectedPose(kp, float(kp[:, 2].mean()), bbox=box, det_score=score))
         return poses

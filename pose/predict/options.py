@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class PredictOptions:
     mode: str = "demo"                        # 'demo' (resize first, maps x4) | 'val' (maps at image size)
     scales: tuple[float, ...] = (1.0,)        # multi-scale inference (val mode)
     stride: int = 8
+    # every family: the keypoint set (a pose.skeletons.Skeleton) the model predicts; None: the family's default
+    skeleton: Any = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pose.codecs.heatmap import decode_heatmaps, finalize_image_coords
 from pose.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
 from pose.data.mpii import BOX_PER_SCALE, MPII_MEAN_RGB, crop_center_scale, record_joints  # noqa: F401
 from pose.io import read_image
-from pose.skeletons import MPII16
+from pose.skeletons import MPII16, Skeleton
 
 def crop_input(image: np.ndarray, center: Sequence[float], box_size: float, input_res: int,
                mean: np.ndarray) -> np.ndarray:
@@ -59,12 +59,13 @@ def _crops(records: Sequence[dict], images_dir: Path, centres: np.ndarray, scale
 def predict_image(model_or_backend: Any, image: np.ndarray, center: Sequence[float], box_size: float,
                   input_res: int, flip_test: bool = False,
                   mean_rgb: Sequence[float] = MPII_MEAN_RGB, decode: str = "reference",
-                  sigma: float = 1.0) -> np.ndarray:
-    """16 MPII keypoints ``(16, 3)`` [x, y, heatmap max] in image pixels for one in-memory BGR image (a video
+                  sigma: float = 1.0, skeleton: Skeleton = MPII16) -> np.ndarray:
+    """The K keypoints ``(K, 3)`` [x, y, heatmap max] in image pixels for one in-memory BGR image (a video
     frame, say), cropped as a square of ``box_size`` source pixels around ``center``. ``decode`` / ``sigma``: the
-    heatmap decode method and the targets' sigma (:func:`pose.codecs.heatmap.decode_heatmaps`)."""
+    heatmap decode method and the targets' sigma (:func:`pose.codecs.heatmap.decode_heatmaps`); ``skeleton``: the
+    keypoint set (its flip pairs for the flip test)."""
     x = crop_input(image, center, box_size, input_res, np.asarray(mean_rgb, dtype=np.float32))[None]
-    heatmaps = predict_heatmaps(model_or_backend, np.ascontiguousarray(x), flip_test)
+    heatmaps = predict_heatmaps(model_or_backend, np.ascontiguousarray(x), flip_test, skeleton)
     xy, maxvals = _heatmaps_to_image(heatmaps, [center], [box_size], decode, sigma)
     return np.concatenate([xy[0], maxvals[0, :, None]], axis=1)
 
@@ -74,25 +75,29 @@ def flip_heatmaps_back(heatmaps: np.ndarray, flip_permutation: np.ndarray) -> np
     return heatmaps[:, flip_permutation, :, ::-1]
 
 
-def predict_heatmaps(model_or_backend: Any, images: np.ndarray, flip_test: bool = False) -> np.ndarray:
-    """Last-stack heatmaps of a batch, averaged with the flipped-back prediction of the mirrored batch.
+def predict_heatmaps(model_or_backend: Any, images: np.ndarray, flip_test: bool = False,
+                     skeleton: Skeleton = MPII16) -> np.ndarray:
+    """Last-stack heatmaps of a batch, averaged with the flipped-back prediction of the mirrored batch (left and
+    right channels swapped by ``skeleton``'s flip pairs).
 
     A torch module is run as it is (the caller puts it in eval mode, as :func:`predict_mpii` does).
     """
     run = as_runner(model_or_backend)
     heatmaps = np.asarray(run(images)[-1], dtype=np.float32)
+    if heatmaps.shape[1] != skeleton.num_keypoints:
+        raise ValueError(f"the model gives {heatmaps.shape[1]} heatmaps, keypoint set {skeleton.name!r} has "
+                         f"{skeleton.num_keypoints} keypoints")
     if flip_test:
-        if heatmaps.shape[1] != MPII16.num_keypoints:
-            raise ValueError(f"flip test needs {MPII16.num_keypoints} MPII heatmaps, got {heatmaps.shape[1]}")
         flipped = np.asarray(run(np.ascontiguousarray(images[..., ::-1]))[-1], dtype=np.float32)
-        heatmaps = 0.5 * (heatmaps + flip_heatmaps_back(flipped, MPII16.flip_permutation()))
+        heatmaps = 0.5 * (heatmaps + flip_heatmaps_back(flipped, skeleton.flip_permutation()))
     return heatmaps
 
 
 def predict_mpii(model_or_backend: Any, records: Sequence[dict], images_dir: str | os.PathLike, input_res: int,
                  flip_test: bool = False, batch_size: int = 16, mean_rgb: Sequence[float] = MPII_MEAN_RGB,
-                 progress: bool = False, decode: str = "reference", sigma: float = 1.0) -> np.ndarray:
-    """Predict the 16 MPII joints of every record: ``(N,16,2)`` float64 internal image coordinates.
+                 progress: bool = False, decode: str = "reference", sigma: float = 1.0,
+                 skeleton: Skeleton = MPII16) -> np.ndarray:
+    """Predict the K keypoints of ``skeleton`` for every record: ``(N,K,2)`` float64 internal image coordinates.
 
     ``model_or_backend``: a torch module returning per-stack heatmaps, or a backend (``N×3×H×W`` array → list of
     arrays). ``records``: MPII person records (``img_paths`` relative to ``images_dir``, ``objpos``,
@@ -105,7 +110,7 @@ def predict_mpii(model_or_backend: Any, records: Sequence[dict], images_dir: str
         model_or_backend.eval()
     try:
         return _predict(model_or_backend, records, Path(images_dir), input_res, flip_test, batch_size, mean_rgb,
-                        progress, decode, sigma)
+                        progress, decode, sigma, skeleton)
     finally:
         if was_training:
             model_or_backend.train()
@@ -113,10 +118,10 @@ def predict_mpii(model_or_backend: Any, records: Sequence[dict], images_dir: str
 
 def _predict(model_or_backend: Any, records: Sequence[dict], images_dir: Path, input_res: int, flip_test: bool,
              batch_size: int, mean_rgb: Sequence[float], progress: bool, decode: str = "reference",
-             sigma: float = 1.0) -> np.ndarray:
+             sigma: float = 1.0, skeleton: Skeleton = MPII16) -> np.ndarray:
     mean = np.asarray(mean_rgb, dtype=np.float32)
     centres, scales = crop_center_scale(records)
-    preds = np.zeros((len(records), MPII16.num_keypoints, 2), dtype=np.float64)
+    preds = np.zeros((len(records), skeleton.num_keypoints, 2), dtype=np.float64)
     starts = range(0, len(records), batch_size)
     if progress:
         from tqdm import tqdm
@@ -125,6 +130,6 @@ def _predict(model_or_backend: Any, records: Sequence[dict], images_dir: Path, i
     for start in starts:
         sl = slice(start, start + batch_size)
         batch = _crops(records[sl], images_dir, centres[sl], scales[sl], input_res, mean)
-        heatmaps = predict_heatmaps(model_or_backend, batch, flip_test)
+        heatmaps = predict_heatmaps(model_or_backend, batch, flip_test, skeleton)
         preds[sl] = _heatmaps_to_image(heatmaps, centres[sl], BOX_PER_SCALE * scales[sl], decode, sigma)[0]
     return preds

@@ -22,6 +22,19 @@ from torch.utils.data import Dataset
 from pose.io import PoseDataError, write_json
 
 
+# ------------------------------------------------------------------------------------------------------ keypoints
+def section_skeleton(section: Mapping[str, Any] | None, settings_class: type, branch: str, source: str) -> Any:
+    """The keypoint set a branch's ``keypoints`` key names (the settings class's default when absent), for the
+    stages that read that one key of the section (``coco_labels``, ``mpii_prep``)."""
+    from dataclasses import fields
+
+    from pose.skeletons import resolve_skeleton
+
+    default = next(f.default for f in fields(settings_class) if f.name == "keypoints")
+    spec = (section or {}).get("keypoints", default) if isinstance(section, Mapping) else default
+    return resolve_skeleton(spec, source, f"{branch}.keypoints")
+
+
 # ------------------------------------------------------------------------------------------------------ profiles
 def select_profile(section: Mapping[str, Any], branch: str, source: str) -> tuple[str, dict[str, Any]]:
     """``(name, a copy of the profile)`` named by ``section['profile']`` among ``section['profiles']``."""

@@ -47,6 +47,7 @@ from pose.predict.options import PredictOptions
 from pose.recipes.common import (StageFiles, file_id, layered, named_layers, run_training, select_profile,
                                  training_metrics, write_export_metrics, write_metrics)
 from pose.settings import at_most, convert_fields, from_mapping, greater, keyword_values, positive
+from pose.skeletons import Skeleton, resolve_skeleton
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +60,20 @@ PROFILE_KEYS = ("input_res", "flip_test", "train", "roles", "augment", "target",
 # MpiiDataset's augmentation knobs a profile may set (their defaults, the paper's, are the dataset's)
 AUGMENT_KEYS = ("scale_factor", "rot_factor", "rot_prob", "flip_prob", "color_factor")
 # HourglassNet's keyword arguments fpd.models.<teacher|student> may set (their defaults are the model's); the
-# number of joints is MPII's
+# number of heatmaps is the keypoint set's (fpd.keypoints)
 MODEL_KEYS = ("num_stacks", "num_blocks", "mobile")
 EXPORT_MULTIPLE = 64                 # the hourglass's input sides are multiples of this
 
 
 @dataclass(frozen=True)
 class MpiiPaths:
-    """Where the prepared MPII data lives (``mpii_prep``'s outputs) and the unlabelled image folder."""
+    """Where the prepared single-person data lives (``mpii_prep``'s outputs) and the unlabelled image folder.
+    ``gt_val``: the val ground truth, MPII's protocol ``.mat`` or a top-down ``gt_val.json`` (COCO-format data,
+    :mod:`pose.data.topdown`)."""
     train_json: str
     val_json: str
     images_dir: str
-    gt_val_mat: str
+    gt_val: str
     unlabeled_dir: str | None = None
 
     @classmethod
@@ -86,10 +89,14 @@ class MpiiPaths:
         setting was read."""
         from pose.data.mpii import ensure_image_link
 
+        from pose.data.mpii import MANIFEST
+
         ensure_image_link(mpii.images, mpii.link)
         prepared = Path(mpii.prepared)
+        manifest = read_json(prepared / MANIFEST) if (prepared / MANIFEST).is_file() else {}
+        gt_val = manifest.get("gt_val", "gt_val.mat") if isinstance(manifest, dict) else "gt_val.mat"
         return cls(str(prepared / "train.json"), str(prepared / "val.json"), str(mpii.link),
-                   str(prepared / "gt_val.mat"), mpii.unlabeled_images)
+                   str(prepared / gt_val), mpii.unlabeled_images)
 
 
 def read_mpii(mpii: Mapping[str, Any] | None, source: str = "settings", unlabeled: bool = False) -> MpiiSettings:
@@ -138,6 +145,7 @@ class FpdSettings:
     input_res: int
     models: Models
     alpha: float = 0.5
+    keypoints: str = "mpii16"        # a built-in keypoint set or a set file (docs/CUSTOM_DATASET.md)
     flip_test: bool = False
     decode: str = "reference"
     target: Target = Target()
@@ -181,6 +189,7 @@ class FpdSettings:
                                            f"{where}.augment")
         _check_augment(merged["augment"], source, f"{where}.augment")
         settings = from_mapping(cls, merged, source, "fpd")
+        resolve_skeleton(settings.keypoints, source, "fpd.keypoints")     # a bad set file is named here
         if settings.decode not in DECODES:
             raise PoseDataError(source, f"must be one of {DECODES}, got {settings.decode!r}",
                                 field=f"{where}.decode")
@@ -207,10 +216,15 @@ class FpdSettings:
             TrainConfig.from_params(d, source=source, names=names)
         return settings
 
+    @property
+    def skeleton(self) -> Skeleton:
+        """The keypoint set the heads, targets, flips and evaluation follow."""
+        return resolve_skeleton(self.keypoints, "settings", "fpd.keypoints")
+
     def predict_options(self) -> PredictOptions:
-        """How the branch evaluates its models (input size, flip test, decode and the targets' sigma)."""
+        """How the branch evaluates its models (input size, flip test, decode, the targets' sigma, keypoint set)."""
         return PredictOptions(input_res=self.input_res, flip_test=self.flip_test, decode=self.decode,
-                              sigma=self.target.sigma)
+                              sigma=self.target.sigma, skeleton=self.skeleton)
 
     def model_info(self) -> ModelInfo:
         """What the branch's model files record (:mod:`pose.model_info`)."""
@@ -220,7 +234,8 @@ class FpdSettings:
         """``arch`` dict of a role: the teacher or the student model."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
-        return HOURGLASS.arch(**(self.models.teacher if role == "teacher" else self.models.student))
+        return HOURGLASS.arch(**(self.models.teacher if role == "teacher" else self.models.student),
+                              num_classes=self.skeleton.num_keypoints)
 
     def train_config(self, role: str, files: StageFiles | None = None, source: str = "settings") -> Any:
         """The role's ``TrainConfig``: the profile's ``train`` updated by ``roles.<role>``, plus the stage's
@@ -296,7 +311,8 @@ def build_train_set(settings: FpdSettings, role: str, paths: MpiiPaths, seed: in
     augment = settings.augment
     t = settings.target
     mpii = MpiiDataset(paths.train_json, paths.images_dir, input_res=res, output_res=res // 4, train=True,
-                       sigma=t.sigma, subpixel=t.subpixel, targets=t.weight, seed=seed, **augment)
+                       sigma=t.sigma, subpixel=t.subpixel, targets=t.weight, seed=seed, skeleton=settings.skeleton,
+                       **augment)
     parts: list[Dataset] = [mpii]
     if role in WITH_UNLABELED:
         if not paths.unlabeled_dir:
@@ -379,18 +395,18 @@ def teacher_soft_targets(teacher: nn.Module, data: Dataset, batch_size: int = 32
 def make_val_fn(settings: FpdSettings, paths: MpiiPaths) -> Callable[[nn.Module], dict[str, float]]:
     """``val_fn`` for the trainer: PCKh@0.5 Mean (docs/PROTOCOLS.md#mpii-pckh) on the val split, with the
     profile's input size, flip test and decode."""
-    from pose.data.mpii import read_protocol_gt
-    from pose.evaluation.pckh import pckh
+    from pose.evaluation.pck import load_val_gt, pck
     from pose.predict.single_person import predict_mpii
 
     records = read_json(paths.val_json)
-    gt = read_protocol_gt(paths.gt_val_mat)
+    gt = load_val_gt(paths.gt_val)
+    skeleton = settings.skeleton
 
     def val_fn(model: nn.Module) -> dict[str, float]:
         o = settings.predict_options()
         preds = predict_mpii(model, records, paths.images_dir, o.input_res, flip_test=o.flip_test, batch_size=32,
-                             decode=o.decode, sigma=o.sigma)
-        return {"pckh_mean": pckh(preds, gt)["Mean"]}
+                             decode=o.decode, sigma=o.sigma, skeleton=skeleton)
+        return {"pckh_mean": pck(preds, gt, skeleton)["Mean"]}
 
     return val_fn
 
@@ -494,47 +510,52 @@ def evaluate_models(models: Mapping[str, str | os.PathLike], data: MpiiPaths, se
     skeletons. Returns ``{name: metrics}``, baseline under ``mean_pose``.
     """
     from pose.checkpoint import load_model
-    from pose.data.mpii import read_protocol_gt, write_preds_mat
-    from pose.evaluation.pckh import mean_pose_baseline, pckh, pckh_curve
+    from pose.data.mpii import write_preds_mat
+    from pose.evaluation.pck import columns, load_val_gt, pck, pck_curve
+    from pose.evaluation.pckh import mean_pose_baseline
     from pose.predict.single_person import predict_mpii
 
-    thresholds = list(thresholds if thresholds is not None else np.round(np.linspace(0.0, 0.5, 51), 4))
+    skeleton = settings.skeleton
+    top = skeleton.pck.threshold           # the curve runs from 0 to the set's PCK threshold (MPII: 0.5)
+    thresholds = list(thresholds if thresholds is not None else np.round(np.linspace(0.0, top, 51), 4))
     val = read_json(data.val_json)
-    gt = read_protocol_gt(data.gt_val_mat)
+    gt = load_val_gt(data.gt_val)
     if len(val) != gt.joints.shape[0]:
-        raise PoseDataError(data.gt_val_mat, f"{gt.joints.shape[0]} GT columns but {len(val)} val records in "
-                            f"{data.val_json}", field="pos_gt_src")
+        raise PoseDataError(data.gt_val, f"{gt.joints.shape[0]} GT people but {len(val)} val records in "
+                            f"{data.val_json}", field="pos_gt_src" if str(data.gt_val).endswith(".mat") else "joints")
+    cols = columns(skeleton, gt)
     all_preds: dict[str, np.ndarray] = {}
     results: dict[str, dict[str, Any]] = {}
     for name, path in models.items():
         model, _ = load_model(path)
         o = settings.predict_options()
         all_preds[name] = predict_mpii(model, val, data.images_dir, o.input_res, flip_test=o.flip_test,
-                                       batch_size=32, decode=o.decode, sigma=o.sigma)
-        results[name] = {**_metrics(pckh(all_preds[name], gt)), **model_size(model, size_res),
+                                       batch_size=32, decode=o.decode, sigma=o.sigma, skeleton=skeleton)
+        results[name] = {**_metrics(pck(all_preds[name], gt, skeleton), cols), **model_size(model, size_res),
                          "input_res": settings.input_res, "flip_test": settings.flip_test,
                          "decode": settings.decode}
     all_preds["mean_pose"] = mean_pose_baseline(read_json(data.train_json), val)
-    results["mean_pose"] = _metrics(pckh(all_preds["mean_pose"], gt))
+    results["mean_pose"] = _metrics(pck(all_preds["mean_pose"], gt, skeleton), cols)
     rows = []
     for name, preds in all_preds.items():
         write_preds_mat(Path(files.preds_dir) / f"{name}.mat", preds)
-        write_metrics(Path(files.metrics_dir) / f"{name}.json", {c: results[name][c] for c in COLUMNS})
+        write_metrics(Path(files.metrics_dir) / f"{name}.json", {c: results[name][c] for c in cols})
         write_metrics(Path(files.records_dir) / f"{name}.json", results[name])
         curve = [{"threshold": round(float(r["threshold"]), 4), "pckh": _finite(r["Mean"])}
-                 for r in pckh_curve(preds, gt, thresholds)]
+                 for r in pck_curve(preds, gt, skeleton, thresholds)]
         write_json(Path(files.curve_dir) / f"{name}.json", curve)
         rows += [{**r, "model": name} for r in curve]
     if files.curve_png is not None:
-        plot_curves(rows, files.curve_png)
+        plot_curves(rows, files.curve_png, top, skeleton.pck.normalize)
     if files.grid_png is not None:
-        prediction_grid(all_preds, val, data.images_dir, files.grid_png, settings.eval.grid_images)
+        prediction_grid(all_preds, val, data.images_dir, files.grid_png, settings.eval.grid_images, skeleton=skeleton)
     return results
 
 
-def _metrics(r: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {c: _finite(r[c]) for c in COLUMNS}
-    out["Neck"] = _finite(r["per_joint"]["upper_neck"])  # in Mean, not a printed column
+def _metrics(r: Mapping[str, Any], cols: Sequence[str] = COLUMNS) -> dict[str, Any]:
+    out: dict[str, Any] = {c: _finite(r[c]) for c in cols}
+    if tuple(cols) == COLUMNS:             # MPII: the neck is in Mean, not a printed column
+        out["Neck"] = _finite(r["per_joint"]["upper_neck"])
     out["per_joint"] = {k: _finite(v) for k, v in r["per_joint"].items()}
     out["protocol"] = r["protocol"]
     return out
@@ -544,8 +565,9 @@ def _finite(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else round(float(v), 4)
 
 
-def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
-    """PCKh Mean vs threshold, one line per model (matplotlib, Agg), written atomically."""
+def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, top: float = 0.5,
+                normalize: str = "head_box") -> None:
+    """PCK(h) Mean vs threshold (0 to ``top``), one line per model (matplotlib, Agg), written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -557,13 +579,15 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> N
     for name in dict.fromkeys(r["model"] for r in rows):
         pts = [(r["threshold"], r["pckh"]) for r in rows if r["model"] == name]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, linestyle="--" if name == "mean_pose" else "-")
-    ax.set_xlabel("normalised distance (× head size)")
-    ax.set_ylabel("PCKh Mean (%)")
-    ax.set_xlim(0, 0.5)
+    head = normalize == "head_box"
+    unit = {"head_box": "head size", "bbox": "box size", "torso": "torso size"}[normalize]
+    ax.set_xlabel(f"normalised distance (× {unit})")
+    ax.set_ylabel("PCKh Mean (%)" if head else "PCK Mean (%)")
+    ax.set_xlim(0, top)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("MPII val PCKh curve")
+    ax.set_title("MPII val PCKh curve" if head else "val PCK curve")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -573,7 +597,8 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> N
 
 
 def prediction_grid(preds: Mapping[str, np.ndarray], records: Sequence[dict], images_dir: str | os.PathLike,
-                    path: str | os.PathLike, num_images: int = 4, cell: int = 160) -> np.ndarray:
+                    path: str | os.PathLike, num_images: int = 4, cell: int = 160,
+                    skeleton: Skeleton | None = None) -> np.ndarray:
     """A grid, one row per model (first column: ground truth), of predicted skeletons on the first
     ``num_images`` val images, cropped around the person; written to ``path``."""
     from pose.data.transforms import crop_matrix, warp_image, apply_affine
@@ -598,18 +623,21 @@ def prediction_grid(preds: Mapping[str, np.ndarray], records: Sequence[dict], im
             kp = kps[i].copy()
             kp[:, :2] = apply_affine(kp[:, :2], Ms[i])
             # the label sits in a band above the crop, so it hides no joint
-            tiles.append(label_band(draw_skeleton(crops[i], kp, MPII16, radius=2.0, thickness=1), f"{name} #{i}"))
+            tiles.append(label_band(draw_skeleton(crops[i], kp, skeleton or MPII16, radius=2.0, thickness=1),
+                                    f"{name} #{i}"))
     sheet = contact_sheet(tiles, cols=n)
     write_image(path, sheet)
     return sheet
 
 
 # ------------------------------------------------------------------------------------------------------ export
-def val_crops(paths: MpiiPaths, input_res: int = 256, count: int = 4) -> list[np.ndarray]:
+def val_crops(paths: MpiiPaths, input_res: int = 256, count: int = 4, skeleton: Skeleton | None = None
+              ) -> list[np.ndarray]:
     """``count`` real network inputs (``1×3×R×R`` val crops, normalised as in training) for export parity."""
     from pose.data.datasets import MpiiDataset
 
-    ds = MpiiDataset(paths.val_json, paths.images_dir, input_res=input_res, output_res=input_res // 4, train=False)
+    ds = MpiiDataset(paths.val_json, paths.images_dir, input_res=input_res, output_res=input_res // 4, train=False,
+                     skeleton=skeleton or HOURGLASS.skeleton)
     idx = np.linspace(0, len(ds) - 1, num=min(count, len(ds))).round().astype(int)
     return [ds[int(i)]["image"].numpy()[None] for i in idx]
 
@@ -626,25 +654,28 @@ def export_student(model_path: str | os.PathLike, out_dir: str | os.PathLike, da
     from pose.export import export_model, export_shape
     from pose.export_accuracy import export_accuracy
 
-    shape = export_shape(HOURGLASS, model_info.read(model_path), export.input_shape)
-    inputs = val_crops(data, shape[-1], export.verify_inputs)
+    info = model_info.read(model_path)
+    shape = export_shape(HOURGLASS, info, export.input_shape)
+    inputs = val_crops(data, shape[-1], export.verify_inputs, info.skeleton() if info is not None else None)
     m = export_model(model_path, out_dir, family=HOURGLASS.name, input_shape=shape, verify_inputs=inputs,
                      atol=export.atol, latency_runs=export.latency_runs, latency_warmup=export.latency_warmup,
                      threads=export.threads)
     m["verify_inputs"] = f"{len(inputs)} MPII val crops"
-    m["accuracy"] = export_accuracy(model_path, out_dir, data.val_json, data.images_dir, data.gt_val_mat,
+    m["accuracy"] = export_accuracy(model_path, out_dir, data.val_json, data.images_dir, data.gt_val,
                                     export.max_accuracy_drop, export.threads)
     write_export_metrics(metrics_dir, m["accuracy"], m.get("latency_ms", {}))
     return write_metrics(record_path, m)
 
 
-def calibration_crops(paths: MpiiPaths, input_res: int, settings: QuantizeSettings) -> list[np.ndarray]:
+def calibration_crops(paths: MpiiPaths, input_res: int, settings: QuantizeSettings,
+                      skeleton: Skeleton | None = None) -> list[np.ndarray]:
     """``settings.calibration_size`` training crops (``1×3×R×R``, normalised as in training, no augmentation),
     drawn with ``settings.seed``: the student's INT8 calibration set."""
     from pose.data.datasets import MpiiDataset
     from pose.quantize import calibration_indices
 
-    ds = MpiiDataset(paths.train_json, paths.images_dir, input_res=input_res, output_res=input_res // 4, train=False)
+    ds = MpiiDataset(paths.train_json, paths.images_dir, input_res=input_res, output_res=input_res // 4, train=False,
+                     skeleton=skeleton or HOURGLASS.skeleton)
     return [ds[int(i)]["image"].numpy()[None] for i in calibration_indices(len(ds), settings.calibration_size,
                                                                              settings.seed)]
 
@@ -656,11 +687,12 @@ def quantize_student(xml_path: str | os.PathLike, out_dir: str | os.PathLike, da
     its PCKh Mean checked against the f32 IR on the val set; writes the record and ``metrics_dir/<precision>.json``."""
     from pose.quantize import metrics_rows, open_ir, quantize_and_check
 
-    shape = open_ir(xml_path, "openvino_f32", settings.threads).input_shape
+    ir = open_ir(xml_path, "openvino_f32", settings.threads)
+    shape = ir.input_shape
     if shape is None:
         raise PoseDataError(xml_path, "the hourglass IR must have a static input shape", field="inputs")
-    crops = calibration_crops(data, int(shape[-1]), settings)
-    record = quantize_and_check(xml_path, out_dir, crops, settings, data.val_json, data.images_dir, data.gt_val_mat)
+    crops = calibration_crops(data, int(shape[-1]), settings, ir.skeleton)
+    record = quantize_and_check(xml_path, out_dir, crops, settings, data.val_json, data.images_dir, data.gt_val)
     record["calibration"] = f"{len(crops)} MPII training crops (seed {settings.seed})"
     for precision, row in metrics_rows(record).items():
         write_metrics(Path(metrics_dir) / f"{precision}.json", row)

@@ -41,6 +41,7 @@ from pose.recipes.common import (StageFiles, file_id, layered, run_training, sel
                                  training_metrics, write_export_metrics, write_metrics)
 from pose.data.settings import COCO_TRAIN_KEYS, COCO_TRAIN_VAL_KEYS, CocoSettings
 from pose.settings import at_most, convert_fields, from_mapping, greater, keyword_values, positive
+from pose.skeletons import Skeleton, resolve_skeleton
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,14 @@ class OpenPoseSettings:
     eval: OpenPoseEval
     train: dict = dataclasses.field(default_factory=dict)
     imagenet_weights: str | None = None
+    keypoints: str = "openpose18"    # a built-in keypoint set or a set file (docs/CUSTOM_DATASET.md)
     export: ExportSettings = ExportSettings()
     quantize: QuantizeSettings = QuantizeSettings()
+
+    @property
+    def skeleton(self) -> Skeleton:
+        """The keypoint set the heads, targets, grouping and evaluation follow."""
+        return resolve_skeleton(self.keypoints, "settings", "openpose.keypoints")
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any], source: str) -> "OpenPoseSettings":
@@ -128,6 +135,7 @@ class OpenPoseSettings:
                                         f"{where}.data")
         _check_data(merged["data"], source, f"{where}.data")
         settings = from_mapping(cls, merged, source, "openpose")
+        resolve_skeleton(settings.keypoints, source, "openpose.keypoints")     # a bad set file is named here
         from pose.engine.trainer import TrainConfig
 
         TrainConfig.from_params(settings.train, source=source, prefix=f"{where}.train")
@@ -140,15 +148,23 @@ class OpenPoseSettings:
             settings.train_config(step, source=source, names=names)
         return settings
 
-    def arch(self, step: str) -> dict[str, Any]:
-        """The ``arch`` dict of a training step."""
-        return OPENPOSE.arch(num_refinement_stages=self.step(step).num_refinement_stages)
+    def arch(self, step: str, num_refinement_stages: int | None = None) -> dict[str, Any]:
+        """The ``arch`` dict of a training step (or of its network with ``num_refinement_stages``): heads of the
+        keypoint set (one heatmap per keypoint plus the background, an x and a y PAF per limb)."""
+        stages = self.step(step).num_refinement_stages if num_refinement_stages is None else num_refinement_stages
+        skeleton = self.skeleton
+        return OPENPOSE.arch(num_refinement_stages=stages, num_heatmaps=skeleton.num_heatmaps,
+                             num_pafs=skeleton.num_pafs)
+
+    def predict_options(self) -> PredictOptions:
+        """The ``eval`` settings with the keypoint set."""
+        return dataclasses.replace(self.eval.predict_options(), skeleton=self.skeleton)
 
     def model_info(self) -> ModelInfo:
         """What every step's model file records: run with 1 refinement stage and the ``eval`` settings (LWOP
-        ``val.py``), trained on ``data.input_size`` crops."""
+        ``val.py``), trained on ``data.input_size`` crops, and the keypoint set."""
         size = self.data.get("input_size", _dataset_default("input_size"))
-        return of_family(OPENPOSE, (size, size), self.eval.predict_options(), arch=OPENPOSE.arch(num_refinement_stages=1))
+        return of_family(OPENPOSE, (size, size), self.predict_options(), arch=self.arch(STEPS[0], 1))
 
     def step(self, step: str) -> Step:
         if step not in self.steps:
@@ -256,7 +272,7 @@ def build_train_set(settings: OpenPoseSettings, data: CocoTrainData, seed: int =
 
     return CocoTrainDataset(data.labels, data.images_dir, train=True, seed=seed,
                             label_net_input=data.label_net_input, skip_unreadable=data.skip_unreadable,
-                            **settings.data)
+                            skeleton=settings.skeleton, **settings.data)
 
 
 # ------------------------------------------------------------------------------------------------------ training
@@ -269,11 +285,13 @@ def make_val_fn(settings: OpenPoseSettings, data: CocoTrainData) -> Callable[[nn
     from pose.backends import TorchBackend
     from pose.evaluation.coco_ap import evaluate_predictor
 
+    skeleton = settings.skeleton
+
     def val_fn(model: nn.Module) -> dict[str, float]:
         run = TorchBackend(model)
         first_stage = lambda x: run(x)[:4]  # noqa: E731  initial stage + first refinement stage (LWOP val.py)
-        metrics, _ = evaluate_predictor(make_predictor(first_stage, settings.eval), data.val_json, data.val_images,
-                                        progress=False)
+        metrics, _ = evaluate_predictor(make_predictor(first_stage, settings.eval, skeleton), data.val_json,
+                                        data.val_images, progress=False, skeleton=skeleton)
         return {"ap": float(metrics["AP"])}
 
     return val_fn
@@ -354,9 +372,18 @@ def load_eval_model(path: str | os.PathLike, num_refinement_stages: int = 1) -> 
     return model, report_dict(report)
 
 
-def make_predictor(forward: Any, evaluation: OpenPoseEval) -> Any:
-    """The family's predictor on the validation path with the profile's ``eval`` settings."""
-    return OPENPOSE.predictor(forward, evaluation.predict_options())
+def make_predictor(forward: Any, evaluation: OpenPoseEval, skeleton: Skeleton | None = None) -> Any:
+    """The family's predictor on the validation path with the profile's ``eval`` settings, grouping keypoint set
+    ``skeleton`` (the family's default when ``None``)."""
+    return OPENPOSE.predictor(forward, dataclasses.replace(evaluation.predict_options(), skeleton=skeleton))
+
+
+def model_skeleton(path: str | os.PathLike) -> Skeleton:
+    """The keypoint set a model file records (the family's default for a file that records none)."""
+    from pose import model_info
+
+    info = model_info.read(path)
+    return info.skeleton() if info is not None else OPENPOSE.skeleton
 
 
 def evaluate_model(model_path: str | os.PathLike, gt_json: str | os.PathLike, images_dir: str | os.PathLike,
@@ -371,10 +398,11 @@ def evaluate_model(model_path: str | os.PathLike, gt_json: str | os.PathLike, im
     from pose.evaluation.coco_ap import evaluate_predictor
 
     model, report = load_eval_model(model_path, 1)
-    predictor = make_predictor(model, evaluation)
+    skeleton = model_skeleton(model_path)
+    predictor = make_predictor(model, evaluation, skeleton)
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
-        metrics, results = evaluate_predictor(predictor, gt_json, images_dir, progress=progress)
+        metrics, results = evaluate_predictor(predictor, gt_json, images_dir, progress=progress, skeleton=skeleton)
     n_images = len(read_json(gt_json)["images"])
     out = {**{k: round(float(v), 6) for k, v in metrics.items()},
            "images": n_images, "detections": len(results),
@@ -400,7 +428,8 @@ def prediction_sheet(model_path: str | os.PathLike, gt_json: str | os.PathLike, 
     from pose.visualize import coco_people, contact_sheet, draw_coco_ground_truth, draw_poses, label_band
 
     model, _ = load_eval_model(model_path, 1)
-    predictor = make_predictor(model, evaluation)
+    skeleton = model_skeleton(model_path)
+    predictor = make_predictor(model, evaluation, skeleton)
     gt = read_json(gt_json)
     images = gt["images"][:num_images]
     if not images:
@@ -408,7 +437,6 @@ def prediction_sheet(model_path: str | os.PathLike, gt_json: str | os.PathLike, 
     by_image: dict[Any, list[dict]] = {}
     for a in gt.get("annotations", []):
         by_image.setdefault(a["image_id"], []).append(a)
-    skeleton = OPENPOSE.skeleton
     tiles, total, people = [], 0, 0
     for im in images:
         image = read_image(Path(images_dir) / im["file_name"])
@@ -466,6 +494,7 @@ def export_and_check(model_path: str | os.PathLike, out_dir: str | os.PathLike, 
     from pose.export_accuracy import export_accuracy
 
     model, report = load_eval_model(model_path, 1)
+    skeleton = model_skeleton(model_path)
     out_dir = Path(out_dir)
     threads = export.threads
     metrics = export_model(model, out_dir, family=OPENPOSE.name,
@@ -486,7 +515,7 @@ def export_and_check(model_path: str | os.PathLike, out_dir: str | os.PathLike, 
     for im in images:
         image = read_image(Path(images_dir) / im["file_name"])
         for name, fwd in forwards.items():
-            poses[name].append(make_predictor(fwd, evaluation)(image))
+            poses[name].append(make_predictor(fwd, evaluation, skeleton)(image))
     checks: dict[str, Any] = {}
     for name in forwards:
         if name == "torch":
