@@ -15,7 +15,7 @@ from prefect import flow
 
 from flows._main import run_flow
 from flows._params import load_params, params_source, path_settings, section
-from pose.evaluation.pckh import format_table
+from pose.evaluation.pck import format_pck_table
 from pose.recipes.fpd import ROLES, STAGES, FpdSettings, MpiiEvalFiles, MpiiPaths, read_mpii
 from tasks.fpd import evaluate_mpii
 
@@ -33,7 +33,7 @@ def eval_mpii(params: dict | None = None) -> dict:
                           grid_png=str(plots / "mpii_predictions.png"))
     models = {role: paths.model(STAGES[role]) for role in ROLES}
     results = evaluate_mpii(models, MpiiPaths.of(mpii), settings, files)
-    print(format_table(results))
+    print(format_pck_table(results, settings.skeleton))
     return json.loads(json.dumps(results, default=str))
 
 

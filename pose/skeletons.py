@@ -299,9 +299,26 @@ def load_skeletons(path: str | Path) -> dict[str, Skeleton]:
 
 
 def load_skeleton_file(path: str | Path) -> Skeleton:
-    """The one set of a YAML / JSON file; its ``name`` field, else the file's stem, names it."""
+    """The one set of a YAML / JSON file; its ``name`` field, else the file's stem, names it. A COCO keypoints json
+    (``images`` and ``categories``, no ``keypoints`` at the top) gives the set of its ``categories[0]``
+    (:func:`skeleton_from_coco`). Read once per file version (path, size, modification time)."""
     path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        raise PoseDataError(path, "keypoint set file does not exist") from None
+    return _load_skeleton_file(str(path.resolve()), st.st_size, st.st_mtime_ns, str(path))
+
+
+@lru_cache(maxsize=32)
+def _load_skeleton_file(resolved: str, size: int, mtime_ns: int, shown: str) -> Skeleton:
+    path = Path(shown)
     raw = _read_file(path)
+    if isinstance(raw, Mapping) and "categories" in raw and "images" in raw and "keypoints" not in raw:
+        cats = raw["categories"]
+        if not (isinstance(cats, list) and cats and isinstance(cats[0], Mapping)):
+            raise PoseDataError(path, "must hold the person category", field="categories")
+        return skeleton_from_coco(cats[0], path, name=path.stem)
     if not isinstance(raw, Mapping):
         raise PoseDataError(path, f"must be a mapping with 'keypoints', got {type(raw).__name__}")
     name = raw.get("name", path.stem)
@@ -327,7 +344,8 @@ def get_skeleton(name: str) -> Skeleton:
 
 
 def resolve_skeleton(spec: Any, source: Any = "settings", fld: str = "keypoints") -> Skeleton:
-    """A set from a param: a built-in name (``mpii16``, ``openpose18``, ...) or the path of a YAML / JSON set file."""
+    """A set from a param: a built-in name (``mpii16``, ``openpose18``, ...), the path of a YAML / JSON set file, or
+    the path of a COCO keypoints json (the set its ``categories[0]`` describes)."""
     if isinstance(spec, Skeleton):
         return spec
     if not isinstance(spec, str) or not spec:
@@ -366,7 +384,8 @@ def skeleton_record(skeleton: Skeleton) -> Any:
 def skeleton_from_coco(category: Mapping[str, Any], source: Any, name: str = "dataset") -> Skeleton:
     """A set from a COCO ``categories[0]``: names from ``keypoints``, limbs from ``skeleton`` (1-based), flip pairs
     from the ``left_`` / ``right_`` (``l_`` / ``r_``) names, and sigmas from a ``sigmas`` entry when the file has
-    one (COCO files usually do not: the set then has none, and COCO AP asks for a set file)."""
+    one, else COCO-17's when the names are COCO's 17; otherwise the set has none (COCO AP then asks for a set
+    file with sigmas)."""
     names = category.get("keypoints")
     names = _keypoint_names(source, name, names)
     limbs = [[a - 1, b - 1] for a, b in category.get("skeleton") or []
@@ -377,8 +396,12 @@ def skeleton_from_coco(category: Mapping[str, Any], source: Any, name: str = "da
             if n.startswith(left) and right + n[len(left):] in names:
                 flips.append([i, names.index(right + n[len(left):])])
     d = {"keypoints": names, "flip_pairs": flips, "limbs": limbs}
+    short = [n.replace("left_", "l_", 1) if n.startswith("left_") else n.replace("right_", "r_", 1)
+             if n.startswith("right_") else n for n in names]
     if category.get("sigmas") is not None:
         d["sigmas"] = category["sigmas"]
+    elif short == list(_builtin()["coco17"].keypoints):
+        d["sigmas"] = list(_builtin()["coco17"].sigmas)
     return skeleton_from_dict(name, d, source)
 
 

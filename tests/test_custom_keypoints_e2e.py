@@ -50,8 +50,13 @@ def _pose(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_both_families_train_evaluate_export_and_predict_a_custom_set(repo_copy: Path, stage_env: dict) -> None:
-    write_params(repo_copy, lambda p: apply_recipe(tiny_pipeline_params(p)))
-    run = dvc(repo_copy, "repro", "train_hourglass@student", "openpose@step1", env=stage_env, timeout=900)
+    def tiny(p: dict) -> dict:
+        p = apply_recipe(tiny_pipeline_params(p))
+        p["fpd"]["models"]["teacher"]["num_stacks"] = 2     # the suite's budget: a small teacher still distils
+        return p
+
+    write_params(repo_copy, tiny)
+    run = dvc(repo_copy, "repro", "eval_mpii", "openpose@step1", env=stage_env, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
 
     from pose import model_info
@@ -63,6 +68,12 @@ def test_both_families_train_evaluate_export_and_predict_a_custom_set(repo_copy:
     assert manifest["format"] == "coco" and manifest["gt_val"] == "gt_val.json"
     labels = json.loads((repo_copy / "data/prepared/coco/train_labels.json").read_text())
     assert labels and all(len(e["keypoints"]) == 21 for e in labels)
+
+    # eval_mpii: every FPD model (distilled ones, unlabelled images included) and the mean pose, by keypoint
+    for name in ("teacher", "student", "student_fpd", "student_fpd_unlabeled", "mean_pose"):
+        row = json.loads((repo_copy / f"metrics/mpii/{name}.json").read_text())
+        assert list(row) == names + ["Mean"], name
+    assert json.loads((repo_copy / "records/mpii/student.json").read_text())["protocol"].startswith("PCK")
 
     hourglass = repo_copy / "models/train_student/model.pt"
     openpose = repo_copy / "models/openpose_step1/model.pt"
@@ -81,6 +92,12 @@ def test_both_families_train_evaluate_export_and_predict_a_custom_set(repo_copy:
           str(repo_copy / SAMPLE / "coco/val2017"), "--quiet", "--json", str(out))
     ap = json.loads(out.read_text())["metrics"]        # a 1-epoch model: AP is measured, not good
     assert 0.0 <= ap["AP"] <= 1.0 and ap["num_results"] >= 0   # (test_coco_ap: the set's sigmas score it)
+
+    # the export stage's accuracy check reads the same ground truth through --gt
+    out = repo_copy / "pck_gt.json"
+    _pose(repo_copy, stage_env, "eval", str(hourglass), "--dataset", str(val), "--gt", str(val.parent / "gt_val.json"),
+          "--quiet", "--json", str(out))
+    assert json.loads(out.read_text())["metrics"]["Mean"] == pck["Mean"]
 
     # export: ONNX and OpenVINO verified against torch; the exported files record the set too
     for path, name, shape in ((hourglass, "hg", "1,3,64,64"), (openpose, "op", "1,3,64,96")):

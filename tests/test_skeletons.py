@@ -99,3 +99,19 @@ def test_a_coco_category_gives_a_set():
     assert s.limbs == ((0, 1), (0, 2), (1, 3)) and s.flip_pairs == ((1, 2),) and s.sigmas is None
     with pytest.raises(ValueError, match="no OKS 'sigmas'"):
         s.require_sigmas("COCO keypoint AP")
+
+
+def test_a_coco_json_as_the_set_file_gives_its_category(tmp_path):
+    """No set file: the dataset's categories[0] names the keypoints and limbs; COCO's 17 get COCO's sigmas."""
+    names = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+             "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+             "right_knee", "left_ankle", "right_ankle"]
+    path = tmp_path / "person_keypoints_val.json"
+    path.write_text(json.dumps({"images": [], "annotations": [], "categories": [
+        {"id": 1, "name": "person", "keypoints": names, "skeleton": [[16, 14], [14, 12]]}]}))
+    s = resolve_skeleton(str(path))
+    assert s.name == "person_keypoints_val" and s.num_keypoints == 17 and s.limbs == ((15, 13), (13, 11))
+    assert s.flip_pairs[0] == (1, 2) and s.sigmas == COCO17.sigmas
+    other = tmp_path / "hands.json"
+    other.write_text(json.dumps({"images": [], "categories": [{"keypoints": ["a", "b"], "skeleton": [[1, 2]]}]}))
+    assert resolve_skeleton(str(other)).sigmas is None          # COCO AP will ask for a set file with sigmas

@@ -160,8 +160,9 @@ def read_protocol_gt(path: str | os.PathLike) -> ProtocolGT:
 
 
 def write_preds_mat(path: str | os.PathLike, preds: np.ndarray) -> None:
-    """Write ``{'preds': N×16×2}`` (1-based, the reference ``preds_valid.mat`` layout), atomically."""
-    preds = _check_array(path, "preds", np.asarray(preds, dtype=np.float64), (None, NUM_JOINTS, 2))
+    """Write ``{'preds': N×K×2}`` (1-based, the reference ``preds_valid.mat`` layout; K = 16 for MPII, the keypoint
+    set's count otherwise), atomically."""
+    preds = _check_array(path, "preds", np.asarray(preds, dtype=np.float64), (None, None, 2))
     _savemat_atomic(path, {"preds": preds + 1.0})
 
 

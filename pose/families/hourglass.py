@@ -138,9 +138,14 @@ def _val_data(dataset: Path, options: EvalOptions, keypoint_set: Any) -> tuple[l
     images = options.images or prepared_images(dataset) or _first_existing(dataset.parent / "images")
     if images is None:
         raise PoseDataError(dataset, "no images folder beside the dataset; pass --images DIR", field="images")
-    topdown_gt = dataset.parent / "gt_val.json"
-    if options.gt is None and topdown_gt.exists():              # a prepared top-down folder
-        return read_json(dataset), Path(images), load_val_gt(topdown_gt)
+    topdown_gt = Path(options.gt) if options.gt is not None else dataset.parent / "gt_val.json"
+    if topdown_gt.suffix.lower() == ".json" and (options.gt is not None or topdown_gt.exists()):
+        gt = load_val_gt(topdown_gt)                            # a prepared top-down folder
+        records = read_json(dataset)
+        if not isinstance(records, list) or len(records) != gt.joints.shape[0]:
+            raise PoseDataError(topdown_gt, f"{gt.joints.shape[0]} people but {dataset} holds "
+                                f"{len(records) if isinstance(records, list) else 'no list of'} records", field="joints")
+        return records, Path(images), gt
     records = load_mpii_annotations(dataset)
     _, val_idx = split_index(records)
     if len(val_idx) < len(records):  # a full annotation file: its val records, in file order

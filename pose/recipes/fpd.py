@@ -319,7 +319,7 @@ def build_train_set(settings: FpdSettings, role: str, paths: MpiiPaths, seed: in
             raise PoseDataError(source, "no unlabelled image folder", field="mpii.unlabeled_images")
         shared = {k: augment[k] for k in ("flip_prob", "color_factor") if k in augment}  # FPD: flip + colour only
         parts.append(UnlabeledDataset(paths.unlabeled_dir, input_res=res, output_res=res // 4, train=True,
-                                      seed=seed, **shared))
+                                      num_joints=settings.skeleton.num_keypoints, seed=seed, **shared))
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
