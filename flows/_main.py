@@ -180,12 +180,16 @@ def run_flow(flow: Callable[..., Any], *, clean_errors: tuple[type[BaseException
         sys.exit(1)
 
 
-def run_stage(flow: Callable[..., Any], doc: str, arg: str, choices: Sequence[str]) -> None:
-    """``python -m flows.<name> <arg>``: parse the one positional choice (a role, a step) and :func:`run_flow`."""
+def run_stage(flow: Callable[..., Any], doc: str, arg: str, choices: Sequence[str], default: str | None = None) -> None:
+    """``python -m flows.<name> <arg>``: parse the one positional choice (a role, a step; optional when a
+    ``default`` is given) and :func:`run_flow`."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
-    ap.add_argument(arg, choices=list(choices))
+    if default is None:
+        ap.add_argument(arg, choices=list(choices))
+    else:
+        ap.add_argument(arg, choices=list(choices), nargs="?", default=default)
     run_flow(flow, **{arg: getattr(ap.parse_args(), arg)})
 
 

@@ -1,5 +1,5 @@
-"""``python -m flows.eval_coco``: COCO keypoint AP of every OpenPose step's model on the val subset
-(docs/PROTOCOLS.md#coco-evaluation).
+"""``python -m flows.eval_coco``: COCO keypoint AP of every OpenPose step's model and of the distilled student
+(``student``) on the val subset (docs/PROTOCOLS.md#coco-evaluation).
 
 Each model is evaluated as a 1-refinement-stage network (LWOP ``val.py``). Writes
 ``<paths.metrics>/coco/<step>.json`` (AP … AR), ``<paths.records>/coco/<step>.json`` (every figure, settings,
@@ -15,7 +15,7 @@ from prefect import flow
 from flows._main import run_flow
 from flows._params import load_params, params_source, path_settings, section
 from pose.data.settings import COCO_EVAL_KEYS, CocoSettings
-from pose.recipes.openpose import STAGES, STEPS, OpenPoseSettings
+from pose.recipes.openpose import STAGES, TRAINED, OpenPoseSettings
 from tasks.openpose import draw_openpose_predictions, evaluate_openpose
 
 
@@ -27,7 +27,7 @@ def eval_coco(params: dict | None = None) -> dict:
     coco = CocoSettings.from_params(section(p, "coco"), source, keys=COCO_EVAL_KEYS)
     evaluation = OpenPoseSettings.from_params(section(p, "openpose"), source).eval
     out = {}
-    for step in STEPS:
+    for step in TRAINED:
         model = paths.model(STAGES[step])
         m = evaluate_openpose(model, coco.val_subset_out, coco.val_images, evaluation,
                               str(Path(paths.metrics) / "coco" / f"{step}.json"),

@@ -74,3 +74,31 @@ def openpose_masked_l2(outputs: Sequence[Tensor], heatmaps: Tensor, pafs: Tensor
             parts[f"{kind}_s{stage}"] = loss.detach()
             total = total + loss
     return total, parts
+
+
+def per_sample_masked_l2(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``sum(((pred − target)·mask)²) / 2`` over ``C×H×W``, one value per sample (OpenPose's L2): shape ``(N,)``."""
+    d = pred - target if mask is None else (pred - target) * mask
+    return d.pow(2).flatten(1).sum(dim=1) / 2
+
+
+def spatial_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0, mask: Tensor | None = None) -> Tensor:
+    """Spatial-softmax KL divergence per sample, shape ``(N,)``: every channel's map is a distribution over its
+    ``H×W`` cells, ``p = softmax(map / τ)``; the value is ``τ² · mean over channels of KL(p_teacher ‖ p_student)``
+    (the ``τ²`` keeps the gradient's scale independent of ``τ``, as in Hinton et al.). ``mask`` (``N×1×H×W``,
+    0 = ignore) removes cells from both distributions. Computed in float32 whatever the autocast."""
+    s = student.float().flatten(2) / temperature
+    t = teacher.float().flatten(2) / temperature
+    if mask is not None:
+        keep = (mask.float().flatten(2) > 0).expand_as(s)
+        s = s.masked_fill(~keep, -1e4)
+        t = t.masked_fill(~keep, -1e4)
+    log_p_s = s.log_softmax(dim=2)
+    log_p_t = t.log_softmax(dim=2)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=2)          # N×C
+    return kl.mean(dim=1) * temperature ** 2
+
+
+def feature_mse(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
+    """Mean squared difference of two equal-shaped feature maps (after the student's alignment conv): a scalar."""
+    return (student_feature.float() - teacher_feature.detach().float()).pow(2).mean()

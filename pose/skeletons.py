@@ -381,6 +381,14 @@ def skeleton_record(skeleton: Skeleton) -> Any:
     return {"name": skeleton.name, **skeleton.to_record()}
 
 
+def short_spelling(name: str) -> str:
+    """COCO spells ``left_eye`` what the built-in sets call ``l_eye``: names compare in the short spelling."""
+    for long, short in (("left_", "l_"), ("right_", "r_")):
+        if name.startswith(long):
+            return short + name[len(long):]
+    return name
+
+
 def skeleton_from_coco(category: Mapping[str, Any], source: Any, name: str = "dataset") -> Skeleton:
     """A set from a COCO ``categories[0]``: names from ``keypoints``, limbs from ``skeleton`` (1-based), flip pairs
     from the ``left_`` / ``right_`` (``l_`` / ``r_``) names, and sigmas from a ``sigmas`` entry when the file has
@@ -396,8 +404,7 @@ def skeleton_from_coco(category: Mapping[str, Any], source: Any, name: str = "da
             if n.startswith(left) and right + n[len(left):] in names:
                 flips.append([i, names.index(right + n[len(left):])])
     d = {"keypoints": names, "flip_pairs": flips, "limbs": limbs}
-    short = [n.replace("left_", "l_", 1) if n.startswith("left_") else n.replace("right_", "r_", 1)
-             if n.startswith("right_") else n for n in names]
+    short = [short_spelling(n) for n in names]
     if category.get("sigmas") is not None:
         d["sigmas"] = category["sigmas"]
     elif short == list(_builtin()["coco17"].keypoints):

@@ -13,6 +13,8 @@ from pose.checkpoint import load_model
 from pose.data import mpii as mpii_data
 from pose.data.synthetic import SampleConfig, generate_sample
 from pose.io import PoseDataError, read_json
+from pose.distill import DistillSettings, DistillStep, WithTeacherOutputs, teacher_outputs
+from pose.families.hourglass import HOURGLASS
 from pose.losses import fpd_loss
 from pose.models.hourglass import HourglassNet
 from pose.recipes import fpd
@@ -22,7 +24,6 @@ COLUMNS = ["Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean"]
 
 SECTION = {
     "profile": "sample",
-    "alpha": 0.5,
     "models": {"teacher": {"num_stacks": 8, "num_blocks": 1, "mobile": False},
                "student": {"num_stacks": 2, "num_blocks": 1, "mobile": True}},
     "target": {"weight": "labelled", "subpixel": True, "sigma": 1.0},
@@ -31,7 +32,7 @@ SECTION = {
         "sample": {"input_res": 64, "flip_test": False,
                    "train": {"epochs": 1, "max_steps": 1, "batch_size": 2, "progress": False,
                              "optimizer": {"name": "rmsprop", "lr": 1e-3}, "checkpoint_every": 0},
-                   "roles": {"student": {"max_steps": 2}}},
+                   "roles": {"student": {"max_steps": 2}}, "distill": {"alpha": 0.5}},
         "paper": {"input_res": 256, "flip_test": False,
                   "train": {"epochs": 90, "batch_size": 6, "optimizer": {"name": "rmsprop", "lr": 2.5e-4},
                             "scheduler": {"name": "multistep", "milestones": [60], "gamma": 0.1}}},
@@ -112,7 +113,7 @@ def test_fpd_step_loss_equals_fpd_loss(data):
     np.random.seed(0)
     items = [ds[0], ds[7]]                                          # one labelled, one unlabelled
     batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
-    step = fpd.make_fpd_step(teacher, alpha=0.3)
+    step = DistillStep(HOURGLASS.distill, DistillSettings(alpha=0.3), teacher)
     student.eval()                                                   # deterministic BN for the comparison
     loss, parts = step(student, batch)
     with torch.no_grad():
@@ -190,14 +191,21 @@ def test_profiles_and_validation():
     assert sample.train_config("teacher").max_steps == 1
     assert sample.arch("student_fpd") == {"family": "hourglass", "num_stacks": 2, "num_blocks": 1, "mobile": True,
                                           "num_classes": 16}     # the keypoint set's (fpd.keypoints: mpii16)
-    for bad, field in (({"profile": "nope"}, "fpd.profile"), ({"alpha": 1.5}, "fpd.alpha"),
-                       ({"target": {"weight": "all"}}, "fpd.target.weight"), ({"alpha": "0.5"}, "fpd.alpha"),
+    for bad, field in (({"profile": "nope"}, "fpd.profile"), ({"distill": {"alpha": 0.5}}, "fpd.distill"),
+                       ({"target": {"weight": "all"}}, "fpd.target.weight"),
                        ({"export": {"latency_runs": "abc"}}, "fpd.export.latency_runs"),
                        ({"export": {"threads": True}}, "fpd.export.threads"),
                        ({"keypoints": "mpii15"}, "fpd.keypoints")):
         with pytest.raises(PoseDataError, match=field.replace(".", r"\.")) as err:
             resolve({**copy.deepcopy(SECTION), **bad})
         assert err.value.path == "test.yaml"
+    for bad, field in (({"alpha": 1.5}, "alpha"), ({"alpha": "0.5"}, "alpha"), ({"loss": "l1"}, "loss"),
+                       ({"temperature": 0}, "temperature"), ({"feature_weight": -1.0}, "feature_weight"),
+                       ({"head_epochs": -1}, "head_epochs"), ({"decay": "cosine"}, "decay"), ({"beta": 1}, "beta")):
+        sec = copy.deepcopy(SECTION)
+        sec["profiles"]["sample"]["distill"] = bad
+        with pytest.raises(PoseDataError, match=rf"fpd\.profiles\.sample\.distill\.{field}"):
+            resolve(sec)
     bad_aug = copy.deepcopy(SECTION)
     bad_aug["profiles"]["sample"]["augment"] = {"shear": 0.1}
     with pytest.raises(PoseDataError, match="augment"):
@@ -238,18 +246,35 @@ def test_cached_soft_targets_equal_the_teacher_and_the_step(trained):
     assert cfg.deterministic_inputs and not resolve(SECTION).deterministic_inputs
     ds = fpd.build_train_set(cfg, "student_fpd_unlabeled", paths)
     teacher, _ = load_model(root / "models" / "teacher.pt")
-    soft = fpd.teacher_soft_targets(teacher, ds, batch_size=4)
-    cached = fpd.WithSoftTargets(ds, soft)
-    assert len(cached) == len(ds) and soft.shape == (len(ds), 16, 16, 16)
+    soft = teacher_outputs(HOURGLASS.distill, teacher, lambda i: ds[i]["image"], len(ds), batch_size=4)
+    cached = WithTeacherOutputs(ds, soft)
+    assert len(cached) == len(ds) and soft["heatmaps"].shape == (len(ds), 16, 16, 16)
     items = [cached[0], cached[len(ds) - 1]]
     batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
     with torch.no_grad():
         live = teacher(batch["image"])[-1]
-    torch.testing.assert_close(batch["soft"], live, rtol=1e-4, atol=1e-4)   # other batch size
+    torch.testing.assert_close(batch["teacher_heatmaps"], live, rtol=1e-4, atol=1e-4)   # other batch size
     student = HourglassNet(2, 1, mobile=True).eval()
-    step = fpd.make_fpd_step(teacher, alpha=0.5)
-    on_fly = {k: v for k, v in batch.items() if k != "soft"}
+    step = DistillStep(HOURGLASS.distill, DistillSettings(), teacher)
+    on_fly = {k: v for k, v in batch.items() if k != "teacher_heatmaps"}
     torch.testing.assert_close(step(student, batch)[0], step(student, on_fly)[0], rtol=1e-5, atol=1e-7)
     out = fpd.train_role(fpd.FpdRun(cfg, "student_fpd", paths, files(root, "fpd_cached"),
                                     teacher=str(root / "models" / "teacher.pt")), validate=False)
     assert out["step"] == 1 and np.isfinite(out["loss"])
+
+
+def test_distilled_role_with_every_option_on_fixed_inputs(trained):
+    """KL with a temperature, linear decay, the feature term (the teacher then runs live although the inputs are
+    fixed) and the head-only stage, through the FPD recipe: a model file of the student, the head stage's record."""
+    root, paths, _ = trained
+    sec = copy.deepcopy(SECTION)
+    sec["profiles"]["sample"]["augment"] = dict(NO_AUG)
+    sec["profiles"]["sample"]["distill"] = {"loss": "kl", "temperature": 0.1, "decay": "linear",
+                                            "feature_weight": 0.01, "head_epochs": 1}
+    cfg = resolve(sec)
+    out = fpd.train_role(fpd.FpdRun(cfg, "student_fpd_unlabeled", paths, files(root, "fpd_all_options"),
+                                    teacher=str(root / "models" / "teacher.pt")), validate=False)
+    assert {"loss_gt", "loss_kd", "loss_kd_u", "loss_feat"} <= set(out) and np.isfinite(out["loss"])
+    assert out["head_step"] >= 1 and out["head_trainable_parameters"] > 0
+    model, _ = load_model(root / "models" / "fpd_all_options.pt")
+    assert isinstance(model, HourglassNet) and model.num_stacks == 2

@@ -133,6 +133,32 @@ def test_three_steps_chain_and_step3_loads_step2_partially(trained):
     assert {"loss_heatmaps_s3", "loss_pafs_s3"} <= set(s3)
 
 
+def test_student_distils_step3_with_feature_term_and_head_stage(trained, tiny_coco):
+    """The student step: a 1-refinement-stage network from step 2's weights learns from step 3 (heatmaps and PAFs,
+    the feature term's aligner trained alongside), then a head-only stage; the model file holds the student only."""
+    prof = tiny_profile()
+    prof["steps"]["student"] = {"num_refinement_stages": 1, "epochs": 1, "max_steps": 1, "milestones": [1]}
+    prof["distill"] = {"loss": "kl", "temperature": 2.0, "feature_weight": 0.5, "decay": "linear",
+                       "head_epochs": 1}
+    r = run(prof, R.STUDENT, tiny_coco, "openpose_student", trained["step2"]["path"])
+    r = R.OpenPoseRun(**{**r.__dict__, "teacher": str(trained["step3"]["path"])})
+    out = R.train_step(r)
+    assert out["init"]["loaded"] == 250 and {"loss_gt", "loss_kd", "loss_feat"} <= set(out)
+    assert out["loss_kd_u"] == 0.0 and np.isfinite(out["loss"])
+    assert out["head_step"] >= 1 and 0 < out["head_trainable_parameters"]
+    ckpt = load_checkpoint(out["path"] if "path" in out else r.files.model)
+    assert ckpt["arch"]["num_refinement_stages"] == 1
+    assert not any(k.startswith("aux") for k in ckpt["state_dict"])
+    first = load_checkpoint(Path(r.files.run_dir) / "last.pt")
+    assert set(first["aux"]) == {"weight", "bias"} and first["aux"]["weight"].shape == (128, 128, 1, 1)
+    assert (Path(r.files.run_dir) / "head" / "last.pt").is_file()
+    # the head stage changed only the initial and refinement stages
+    body = [k for k in ckpt["state_dict"] if k.startswith(("model.", "cpm.")) and k.endswith("weight")]
+    assert all(torch.equal(ckpt["state_dict"][k], first["model"][k]) for k in body)
+    assert any(not torch.equal(ckpt["state_dict"][k], first["model"][k]) for k in ckpt["state_dict"]
+               if k.startswith("refinement_stages.") and k.endswith("weight"))
+
+
 def test_resume_is_fingerprinted_by_init_weights(trained, tiny_coco):
     """Re-running a finished step resumes (nothing to do); new start weights force a fresh start."""
     prof, tmp = tiny_profile(), tiny_coco["tmp"]

@@ -159,7 +159,11 @@ CASES = [  # (flow, dotted key, value or DELETE, the field the error must name)
     ("train_hourglass", f"{FPD}.input_res", 96, f"{FPD}.input_res"),
     ("train_hourglass", f"{FPD}.flip_test", "false", f"{FPD}.flip_test"),
     ("train_hourglass", f"{FPD}.decode", "magic", f"{FPD}.decode"),
-    ("train_hourglass", "fpd.alpha", 2.0, "fpd.alpha"),
+    ("train_hourglass", f"{FPD}.distill.alpha", 2.0, f"{FPD}.distill.alpha"),
+    ("train_hourglass", f"{FPD}.distill.loss", "l1", f"{FPD}.distill.loss"),
+    ("train_hourglass", "fpd.distill", {"alpha": 0.5}, "fpd.distill"),          # belongs in the profile
+    ("train_openpose", f"{OP}.distill.temperature", 0, f"{OP}.distill.temperature"),
+    ("train_openpose", f"{OP}.steps.pupil", {"num_refinement_stages": 1, "epochs": 1}, f"{OP}.steps"),
     ("train_hourglass", "fpd.profile", "huge", "fpd.profile"),
     ("train_hourglass", "mpii.link", 5, "mpii.link"),
     ("train_hourglass", "mpii.prepared", DELETE, "mpii.prepared"),
@@ -317,14 +321,16 @@ def test_the_keys_a_stage_reads_are_the_ones_dvc_yaml_declares(stage, section, k
     assert declared == sorted(keys)
 
 
-@pytest.mark.parametrize("stage", ["train_hourglass", "distill_hourglass", "openpose"])
+TRAINING_STAGES = ("train_hourglass", "distill_hourglass", "openpose", "openpose_student")
+
+
+@pytest.mark.parametrize("stage", TRAINING_STAGES)
 def test_training_stages_declare_the_launch_section(stage) -> None:
     """The number of processes changes a training run (world size and effective batch are in its fingerprint), so a
     change of ``launch`` reruns the training stages, and only them."""
     assert "launch" in _declared(stage)
     others = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert [s for s in others if s not in ("train_hourglass", "distill_hourglass", "openpose")
-            and "launch" in _declared(s)] == []
+    assert [s for s in others if s not in TRAINING_STAGES and "launch" in _declared(s)] == []
 
 
 def test_render_plots_knows_the_training_stages_of_the_pipeline() -> None:

@@ -150,7 +150,7 @@ def test_whole_pipeline_reproduces_is_then_up_to_date_and_runs_an_experiment(rep
                "GIT_COMMITTER_NAME": "posepipe tests", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
     subprocess.run([*git, "add", "-A"], cwd=repo_copy, check=True)
     subprocess.run([*git, "commit", "-qm", "baseline results"], cwd=repo_copy, check=True)
-    exp = dvc(repo_copy, "exp", "run", "-S", "fpd.alpha=0.7", "eval_mpii", env=exp_env, timeout=900)
+    exp = dvc(repo_copy, "exp", "run", "-S", "fpd.profiles.sample.distill.alpha=0.7", "eval_mpii", env=exp_env, timeout=900)
     assert exp.returncode == 0, exp.stdout[-4000:] + exp.stderr[-4000:]
     assert "Running stage 'distill_hourglass@student_fpd'" in exp.stdout, exp.stdout
     assert "Running stage 'train_hourglass@teacher'" not in exp.stdout, exp.stdout  # alpha does not touch the teacher

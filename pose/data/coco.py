@@ -19,7 +19,7 @@ from pycocotools import mask as mask_utils
 
 from pose.io import PoseDataError, is_number, read_json, require_keys, write_json
 from pose.outputs import claim_file, record_file
-from pose.skeletons import OPENPOSE18, Skeleton, get_skeleton
+from pose.skeletons import OPENPOSE18, Skeleton, get_skeleton, short_spelling
 
 COCO_NUM_KEYPOINTS = 17      # a file whose categories[0] names no keypoints holds COCO's 17
 MIN_KEYPOINTS = 5            # a person becomes a training entry with at least this many labelled keypoints ...
@@ -70,14 +70,6 @@ def keypoint_names(data: Mapping[str, Any], path: str | os.PathLike) -> list[str
     return names
 
 
-def _spelling(name: str) -> str:
-    """COCO spells ``left_eye`` what the built-in sets call ``l_eye``: names are compared in the short spelling."""
-    for long, short in (("left_", "l_"), ("right_", "r_")):
-        if name.startswith(long):
-            return short + name[len(long):]
-    return name
-
-
 def check_keypoint_set(data: Mapping[str, Any], path: str | os.PathLike, skeleton: Skeleton) -> None:
     """The file's keypoints must be what ``skeleton`` reads: the set's ``source`` set (OpenPose-18 reads COCO-17),
     else the set itself; the count, and the names when the file names them (``left_`` / ``right_`` and ``l_`` /
@@ -86,8 +78,8 @@ def check_keypoint_set(data: Mapping[str, Any], path: str | os.PathLike, skeleto
     n = num_keypoints(data, path)
     source = skeleton.extra.get("source")
     want = get_skeleton(source) if source else skeleton
-    if n != want.num_keypoints or (names is not None and [_spelling(a) for a in names]
-                                   != [_spelling(b) for b in want.keypoints]):
+    if n != want.num_keypoints or (names is not None and [short_spelling(a) for a in names]
+                                   != [short_spelling(b) for b in want.keypoints]):
         got = names if names is not None else f"{n} keypoints"
         raise PoseDataError(path, f"the dataset's keypoints {got} are not those keypoint set {skeleton.name!r} reads "
                             f"({want.name}: {list(want.keypoints)})", field="categories[0].keypoints")

@@ -364,6 +364,7 @@ class _Run:
     total: int                       # optimizer steps in all
     log: MetricsLog | None
     save_state: Callable[[], None]
+    aux: nn.Module | None = None     # trained with the model, not saved in the model file (Trainer's ``aux``)
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
@@ -376,6 +377,11 @@ class Trainer:
     ``init_fn(model)`` runs on fresh starts only, after ``config.weights`` was loaded.
     ``fingerprint_extra``: caller settings that change training but which the trainer cannot see
     (e.g. the FPD alpha or teacher file); they join the resume fingerprint.
+    ``aux``: modules trained with the model but not part of it (a distillation's alignment convs): their parameters
+    join the optimizer (its default settings) and the checkpoint, their gradients are averaged over processes, and
+    the model file holds the model only. A ``step_fn`` with a ``set_progress(step, total)`` method is told, before
+    every optimizer step, how far training is (a loss weight that decays over training reads it; it follows a
+    resume, as ``step`` is restored).
     ``log_factory() -> MetricsLog``: the epoch metrics' log (rank 0 only), e.g. DVCLive, which the caller opens
     (the library does not depend on it). It must open the log empty, discarding what an earlier start wrote: a resumed
     run first replays its checkpoint's history into it, so the log always holds exactly the checkpoint's epochs.
@@ -386,7 +392,7 @@ class Trainer:
                  collate_fn: Callable | None = None, init_fn: Callable[[nn.Module], None] | None = None,
                  fingerprint_extra: Mapping[str, Any] | None = None,
                  log_factory: Callable[[], "MetricsLog"] | None = None,
-                 inference: Mapping[str, Any] | None = None):
+                 inference: Mapping[str, Any] | None = None, aux: nn.Module | None = None):
         config.validate()
         self.model = model
         self.train_set = train_set
@@ -400,6 +406,7 @@ class Trainer:
         self.fingerprint_extra = dict(fingerprint_extra or {})
         self.log_factory = log_factory
         self.inference = dict(inference) if inference is not None else None  # saved in the model file
+        self.aux = aux
         self.resume_info = ""        # why the last fit() resumed / started fresh
 
     # -------------------------------------------------------------------------------------------- public
@@ -548,6 +555,9 @@ class Trainer:
         spe, used = self._steps_per_epoch(len(base))
         total = cfg.epochs * spe if cfg.max_steps is None else min(cfg.epochs * spe, cfg.max_steps)
         optimizer = build_optimizer(model, cfg.optimizer, source=cfg.source)
+        aux = self.aux.to(ctx.device) if self.aux is not None else None
+        if aux is not None:   # before the scheduler, which records every group's initial lr
+            optimizer.add_param_group({"params": [p for p in aux.parameters() if p.requires_grad]})
         scheduler = build_scheduler(optimizer, cfg.scheduler, spe, total, source=cfg.source)
         amp_dtype = _amp_dtype(cfg.amp, ctx.device)
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16)
@@ -562,6 +572,8 @@ class Trainer:
             (log.warning if fresh_on_mismatch else log.info)("%s", self.resume_info)
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
+            if aux is not None:
+                aux.load_state_dict(ckpt["aux"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             scaler.load_state_dict(ckpt["scaler"])
@@ -587,6 +599,7 @@ class Trainer:
             if ctx.is_main and cfg.run_dir:
                 save_checkpoint(Path(cfg.run_dir) / CHECKPOINT_NAME, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    **({"aux": aux.state_dict()} if aux is not None else {}),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "step": st.step, "epoch": st.epoch, "state": dataclasses.asdict(st), "rng": rngs,
                     "fingerprint": fingerprint, "fingerprint_items": items, "arch": self.arch,
@@ -594,7 +607,7 @@ class Trainer:
 
         run = _Run(ctx=ctx, model=model, net=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                    amp_dtype=amp_dtype, params=[p for g in optimizer.param_groups for p in g["params"]],
-                   base=base, spe=spe, used=used, total=total, log=metrics_log, save_state=save_state)
+                   base=base, spe=spe, used=used, total=total, log=metrics_log, save_state=save_state, aux=aux)
         return run, st
 
     def _run_epoch(self, st: _State, run: "_Run") -> None:
@@ -625,6 +638,9 @@ class Trainer:
         cfg, ctx = self.config, run.ctx
         run.optimizer.zero_grad(set_to_none=True)
         step_parts: dict[str, float] = {}
+        set_progress = getattr(self.step_fn, "set_progress", None)
+        if set_progress is not None:
+            set_progress(st.step, run.total)
         for micro in range(cfg.accumulate):
             batch = _to_device(next(loader), ctx.device)
             sync = micro == cfg.accumulate - 1 or not ctx.distributed
@@ -638,6 +654,10 @@ class Trainer:
                 run.scaler.scale(loss / cfg.accumulate).backward()
             for k, v in values.items():
                 step_parts[k] = step_parts.get(k, 0.0) + v / cfg.accumulate
+        if run.aux is not None and ctx.distributed:   # DDP averages the model's gradients; these are not in it
+            for p in run.aux.parameters():
+                if p.grad is not None:
+                    all_reduce_sum(p.grad, ctx).div_(ctx.world_size)
         if cfg.grad_clip:
             run.scaler.unscale_(run.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(run.params, float(cfg.grad_clip))

@@ -46,6 +46,29 @@ class Inference:
 
 
 @dataclass(frozen=True)
+class DistillSpec:
+    """What distillation (:mod:`pose.distill`) needs to know about a family's networks and batches.
+
+    ``stage_maps(outputs)``: the network's outputs as one ``{kind: N×C×H×W}`` dict per stage (``heatmaps``,
+    ``pafs``), the last stage last. ``ground_truth(batch)``: the batch's target maps by kind. ``regression(pred,
+    target, batch, teacher)``: the family's per-sample training loss of one map kind, shape ``(N,)``, against the
+    ground truth (``teacher=False``) or the teacher's maps (``True``: the weights and masks a teacher's target gets).
+    ``kl_mask(batch)``: the cells a spatial-softmax KL leaves out (``N×1×H×W``, 0 = ignore) or ``None``.
+    ``distributions``: the kinds a spatial softmax makes sense for (one peak per map); the others always use
+    ``regression``. ``feature_layer(model)``: the module whose output the feature term compares.
+    ``head_prefixes``: the parameter-name prefixes of the prediction head (what a head-only stage trains).
+    """
+
+    stage_maps: Callable[[Sequence[torch.Tensor]], "list[dict[str, torch.Tensor]]"]
+    ground_truth: Callable[[Mapping[str, torch.Tensor]], "dict[str, torch.Tensor]"]
+    regression: Callable[..., torch.Tensor]
+    kl_mask: Callable[[Mapping[str, torch.Tensor]], "torch.Tensor | None"]
+    distributions: tuple[str, ...]
+    feature_layer: Callable[[nn.Module], str]
+    head_prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Family:
     """One model family: what its module provides (see docs/ARCHITECTURE.md#adding-a-model-family).
 
@@ -67,6 +90,7 @@ class Family:
     - ``headline_metric``: the key of ``evaluate``'s metrics that ranks models (export accuracy checks compare it).
     - ``predict_fields``: the :class:`~pose.predict.options.PredictOptions` fields its predictor reads (what a
       model file records, :mod:`pose.model_info`).
+    - ``distill``: its outputs, losses, feature layer and head for distillation (:class:`DistillSpec`).
     """
 
     name: str
@@ -85,6 +109,7 @@ class Family:
     min_confidence: float
     headline_metric: str
     predict_fields: tuple[str, ...]
+    distill: DistillSpec
 
     @classmethod
     def of(cls, module: ModuleType) -> "Family":

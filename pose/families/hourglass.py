@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pose.data.mpii import MPII_MEAN_RGB
-from pose.families.base import Family, Inference, Runner
+from pose.families.base import DistillSpec, Family, Inference, Runner
 from pose.models.hourglass import HourglassNet
 from pose.predict.options import EvalOptions, PredictOptions
 from pose.skeletons import MPII16
@@ -188,5 +188,28 @@ def result_record(image_id: Any, pose: Any, keypoint_set: Any = None) -> dict[st
     return record
 
 
+# ------------------------------------------------------------------------------------------------------ distillation
+def _stage_maps(outputs: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    return [{"heatmaps": out} for out in outputs]          # one heatmap tensor per stack
+
+
+def _regression(pred: torch.Tensor, target: torch.Tensor, batch: Mapping[str, torch.Tensor],
+                teacher: bool) -> torch.Tensor:
+    """Per-sample heatmap MSE; the joint weights apply to the ground truth only (the teacher supplies every
+    joint, FPD-U's rule)."""
+    from pose.losses import per_sample_mse
+
+    return per_sample_mse(pred, target, None if teacher else batch["target_weight"])
+
+
+distill = DistillSpec(
+    stage_maps=_stage_maps,
+    ground_truth=lambda batch: {"heatmaps": batch["target"]},
+    regression=_regression,
+    kl_mask=lambda batch: None,
+    distributions=("heatmaps",),
+    feature_layer=lambda model: f"fc.{model.num_stacks - 1}",   # the last stack's features, before its scores
+    head_prefixes=("fc.", "score."),                          # every stack's 1×1 feature conv and score conv
+)
 predictor = CropPredictor
 HOURGLASS = Family.of(sys.modules[__name__])

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from pose.families.base import Family, Inference, Runner
+from pose.families.base import DistillSpec, Family, Inference, Runner
 from pose.models.openpose import LightweightOpenPose
 from pose.predict.options import EvalOptions, PredictOptions
 from pose.skeletons import OPENPOSE18
@@ -111,4 +111,29 @@ def result_record(image_id: Any, pose: Any, keypoint_set: Any = None) -> dict[st
             "keypoint_names": names}
 
 
+# ------------------------------------------------------------------------------------------------------ distillation
+def _stage_maps(outputs: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """``[hm0, paf0, hm1, paf1, …]`` → one ``{heatmaps, pafs}`` per stage (initial, then refinement stages)."""
+    if len(outputs) % 2:
+        raise ValueError(f"outputs must alternate heatmaps and PAFs, got {len(outputs)} tensors")
+    return [{"heatmaps": outputs[i], "pafs": outputs[i + 1]} for i in range(0, len(outputs), 2)]
+
+
+def _regression(pred: torch.Tensor, target: torch.Tensor, batch: Mapping[str, torch.Tensor],
+                teacher: bool) -> torch.Tensor:
+    """LWOP's masked L2 per sample; the teacher's maps get the same mask (crowd / unannotated regions)."""
+    from pose.losses import per_sample_masked_l2
+
+    return per_sample_masked_l2(pred, target, batch["mask"])
+
+
+distill = DistillSpec(
+    stage_maps=_stage_maps,
+    ground_truth=lambda batch: {"heatmaps": batch["heatmaps"], "pafs": batch["pafs"]},
+    regression=_regression,
+    kl_mask=lambda batch: batch["mask"],
+    distributions=("heatmaps",),                   # PAFs are signed vector fields, not distributions
+    feature_layer=lambda model: "cpm",             # backbone + CPM features, the input of every stage
+    head_prefixes=("initial_stage.", "refinement_stages."),
+)
 OPENPOSE = Family.of(sys.modules[__name__])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import math
 import os
 import time
@@ -20,6 +21,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pose.io import PoseDataError, write_json
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------------ keypoints
@@ -114,22 +117,89 @@ def file_id(path: str | os.PathLike) -> dict[str, Any]:
 def run_training(model: nn.Module, arch: Mapping[str, Any], train_set: Dataset, step_fn: Callable, config: Any,
                  run: str, val_fn: Callable | None = None, init_fn: Callable | None = None,
                  fingerprint_extra: Mapping[str, Any] | None = None, log_factory: Callable | None = None,
-                 started: tuple[float, float] | None = None, inference: Any = None) -> dict[str, Any]:
+                 started: tuple[float, float] | None = None, inference: Any = None,
+                 aux: nn.Module | None = None) -> dict[str, Any]:
     """Train with :class:`pose.engine.trainer.Trainer` and return the one summary shape of every training stage:
     the trainer's summary (last epoch's losses and validation, ``step``, ...) plus ``run`` (role or step),
     ``arch``, ``train_samples``, ``resume`` (why it resumed or started fresh), ``cpu_s`` and ``wall_s`` (since
     ``started`` = ``(process_time, perf_counter)`` of the recipe's start, data set-up included). ``inference``: the
-    :class:`pose.model_info.ModelInfo` the model file records."""
+    :class:`pose.model_info.ModelInfo` the model file records. ``aux``: modules trained alongside (the Trainer's)."""
     from pose.engine.trainer import Trainer
 
     c0, w0 = started or (time.process_time(), time.perf_counter())
     trainer = Trainer(model, train_set, step_fn, config, val_fn=val_fn, arch=dict(arch), init_fn=init_fn,
                       fingerprint_extra=fingerprint_extra, log_factory=log_factory,
-                      inference=inference.to_record() if inference is not None else None)
+                      inference=inference.to_record() if inference is not None else None, aux=aux)
     summary = dict(trainer.fit())
     summary.update(run=run, arch=dict(arch), train_samples=len(train_set),  # type: ignore[arg-type]
                    resume=trainer.resume_info, cpu_s=round(time.process_time() - c0, 1),
                    wall_s=round(time.perf_counter() - w0, 1))
+    return summary
+
+
+@dataclass
+class DistillJob:
+    """One distilled training (:func:`distill_training`): a student of ``spec``'s family learns from ``teacher``
+    with the ``settings`` loss. ``input_shape``: a training input's shape (sizes the feature aligner);
+    ``cache_teacher``: the inputs are the same every epoch, so the teacher runs once over the set. The other fields
+    are :func:`run_training`'s."""
+
+    spec: Any                        # pose.families.base.DistillSpec
+    settings: Any                    # pose.distill.DistillSettings
+    student: nn.Module
+    teacher: nn.Module
+    arch: Mapping[str, Any]
+    train_set: Dataset
+    config: Any                      # pose.engine.trainer.TrainConfig
+    run: str
+    input_shape: tuple[int, int, int, int]
+    cache_teacher: bool = False
+    val_fn: Callable | None = None
+    init_fn: Callable | None = None
+    log_factory: Callable | None = None
+    started: tuple[float, float] | None = None
+    fingerprint_extra: Mapping[str, Any] | None = None
+    inference: Any = None
+
+
+def distill_training(job: DistillJob) -> dict[str, Any]:
+    """Train ``job.student`` with :class:`pose.distill.DistillStep` (the feature aligner trained alongside), then,
+    with ``head_epochs``, the head-only self-distillation stage (resumable in ``<run_dir>/head``). Returns
+    :func:`run_training`'s summary of the first stage; a head stage adds its own as ``head_<key>`` (its last
+    validation included) and its model replaces the first stage's."""
+    import dataclasses
+    import time as _time
+
+    from pose.distill import DistillStep, WithTeacherOutputs, head_stage, make_aligner, teacher_outputs
+
+    s, cfg = job.settings, job.config
+    aligner = make_aligner(job.spec, job.student, job.teacher, job.input_shape) if s.uses_features else None
+    train_set = job.train_set
+    if job.cache_teacher and not s.uses_features:
+        c0 = _time.process_time()
+        outputs = teacher_outputs(job.spec, job.teacher, lambda i: train_set[i]["image"], len(train_set),
+                                  amp=cfg.amp, channels_last=cfg.channels_last)
+        train_set = WithTeacherOutputs(train_set, outputs)
+        log.info("%s: teacher outputs of %d items cached in %.0f CPU s", job.run, len(train_set),
+                 _time.process_time() - c0)
+    extra = {**(job.fingerprint_extra or {}), "distill": dataclasses.asdict(s)}
+    summary = run_training(job.student, job.arch, train_set, DistillStep(job.spec, s, job.teacher, aligner), cfg,
+                           run=job.run, val_fn=job.val_fn, init_fn=job.init_fn, fingerprint_extra=extra,
+                           log_factory=job.log_factory, started=job.started, inference=job.inference, aux=aligner)
+    if s.head_epochs == 0:
+        return summary
+    self_teacher, trainable = head_stage(job.spec, job.student)
+    optimizer = {k: v for k, v in cfg.optimizer.items() if k != "param_groups"}
+    head_cfg = dataclasses.replace(
+        cfg, epochs=s.head_epochs, max_steps=None, weights=None, optimizer={**optimizer, "lr": s.head_lr},
+        scheduler={"name": "constant"}, run_dir=str(Path(cfg.run_dir) / "head") if cfg.run_dir else None)
+    head_settings = dataclasses.replace(s, feature_weight=0.0, decay="constant", head_epochs=0)
+    head = run_training(job.student, job.arch, job.train_set, DistillStep(job.spec, head_settings, self_teacher),
+                        head_cfg, run=f"{job.run}/head", val_fn=job.val_fn, inference=job.inference,
+                        fingerprint_extra={**extra, "head_of": summary.get("step"),
+                                           "first_stage_loss": summary.get("loss")})
+    summary.update({f"head_{k}": v for k, v in training_metrics(head).items() if k not in ("run", "arch")})
+    summary["head_trainable_parameters"] = trainable
     return summary
 
 

@@ -7,11 +7,13 @@ selected profile merged in) and each task takes one settings object (:class:`Fpd
 Roles (:data:`ROLES`):
 - ``teacher``: hg_s8_b1, ground-truth loss (Σ over stacks of the weighted MSE).
 - ``student``: hg_s2_b1 mobile, ground truth only.
-- ``student_fpd``: the same student, ``α·kd + (1−α)·gt`` against the frozen teacher's last stack.
+- ``student_fpd``: the same student distilled from the frozen teacher (:mod:`pose.distill`; the profile's
+  ``distill`` section, FPD's ``α·kd + (1−α)·gt`` against the teacher's last stack by default).
 - ``student_fpd_unlabeled``: as ``student_fpd`` plus unlabelled images (``+ kd_u``).
 
 When the profile's augmentation is all off (``augment`` knobs 0) a training input is the same at every epoch, so the
-distilled roles run the teacher once over the training set (:func:`teacher_soft_targets`) instead of every step.
+distilled roles run the teacher once over the training set (:func:`pose.distill.teacher_outputs`) instead of every
+step (unless the feature term needs the teacher's features).
 ``decode`` (profile key): the heatmap decode of val and eval, ``reference`` (docs/PROTOCOLS.md#mpii-pckh) or ``dark``.
 
 Targets (``target.weight``): ``labelled`` (default) draws every labelled joint, visible or occluded, with weight 1
@@ -38,14 +40,15 @@ from pose.codecs.heatmap import DECODE_METHODS as DECODES  # reference | dark | 
 from pose.data.datasets import TARGET_MODES as TARGET_WEIGHTS  # visible | labelled | reference
 from pose.families.hourglass import HOURGLASS
 from pose.data.settings import MPII_DATA_KEYS, MPII_UNLABELED_KEYS, MpiiSettings
+from pose.distill import DistillSettings
 from pose.engine.distributed import is_main_process
 from pose.io import PoseDataError, read_image, read_json, write_image, write_json
 from pose.export import ExportSettings
 from pose.quantize import QuantizeSettings
 from pose.model_info import ModelInfo, of_family
 from pose.predict.options import PredictOptions
-from pose.recipes.common import (StageFiles, file_id, layered, named_layers, run_training, select_profile,
-                                 training_metrics, write_export_metrics, write_metrics)
+from pose.recipes.common import (DistillJob, StageFiles, distill_training, file_id, layered, named_layers,
+                                 run_training, select_profile, training_metrics, write_export_metrics, write_metrics)
 from pose.settings import at_most, convert_fields, from_mapping, greater, keyword_values, positive
 from pose.skeletons import Skeleton, resolve_skeleton
 
@@ -56,7 +59,7 @@ DISTILLED = ("student_fpd", "student_fpd_unlabeled")
 WITH_UNLABELED = ("student_fpd_unlabeled",)
 STAGES = {role: f"train_{role}" for role in ROLES}   # a role's stage folder name (models/, runs/, metrics/)
 COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
-PROFILE_KEYS = ("input_res", "flip_test", "train", "roles", "augment", "target", "decode")
+PROFILE_KEYS = ("input_res", "flip_test", "train", "roles", "augment", "target", "decode", "distill")
 # MpiiDataset's augmentation knobs a profile may set (their defaults, the paper's, are the dataset's)
 AUGMENT_KEYS = ("scale_factor", "rot_factor", "rot_prob", "flip_prob", "color_factor")
 # HourglassNet's keyword arguments fpd.models.<teacher|student> may set (their defaults are the model's); the
@@ -144,7 +147,6 @@ class FpdSettings:
     profile: str
     input_res: int
     models: Models
-    alpha: float = 0.5
     keypoints: str = "mpii16"        # a built-in keypoint set or a set file (docs/CUSTOM_DATASET.md)
     flip_test: bool = False
     decode: str = "reference"
@@ -155,6 +157,7 @@ class FpdSettings:
     eval: FpdEval = FpdEval()
     export: ExportSettings = ExportSettings()
     quantize: QuantizeSettings = QuantizeSettings()
+    distill: DistillSettings = DistillSettings()   # a profile's (the distilled roles' loss)
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any], source: str) -> "FpdSettings":
@@ -167,6 +170,8 @@ class FpdSettings:
         unknown = set(prof) - set(PROFILE_KEYS)
         if unknown:
             raise PoseDataError(source, f"unknown key(s) {sorted(unknown)}", field=where)
+        if "distill" in section:          # one place: it differs between the paper's profile and the sample's
+            raise PoseDataError(source, f"belongs in the profile: {where}.distill", field="fpd.distill")
         for key in ("train", "target", "roles"):
             for prefix, layer in (("fpd", section.get(key)), (where, prof.get(key))):
                 if layer is not None and not isinstance(layer, Mapping):
@@ -193,8 +198,6 @@ class FpdSettings:
         if settings.decode not in DECODES:
             raise PoseDataError(source, f"must be one of {DECODES}, got {settings.decode!r}",
                                 field=f"{where}.decode")
-        if not 0.0 <= settings.alpha <= 1.0:
-            raise PoseDataError(source, f"must be in [0, 1], got {settings.alpha!r}", field="fpd.alpha")
         unknown_roles = set(settings.roles) - set(ROLES)
         if unknown_roles:
             raise PoseDataError(source, f"unknown role(s) {sorted(unknown_roles)}; known: {ROLES}",
@@ -332,66 +335,6 @@ def gt_step(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.
     return loss, {"gt": loss.detach()}
 
 
-def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode (BN running statistics) and no gradients: the FPD teacher."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def make_fpd_step(teacher: nn.Module, alpha: float) -> Callable[[nn.Module, Mapping[str, torch.Tensor]],
-                                                                     tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """FPD step (docs/PROTOCOLS.md#distillation): the frozen teacher's last stack is every student stack's soft target;
-    ``total = α·kd + (1−α)·gt + kd_u`` via :func:`pose.losses.fpd_loss`. The teacher follows the batch's device."""
-    from pose.losses import fpd_loss
-
-    freeze(teacher)
-
-    def step(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = batch["image"]
-        if "soft" in batch:  # cached by teacher_soft_targets (deterministic inputs)
-            soft = batch["soft"]
-        else:
-            if next(teacher.parameters()).device != x.device:
-                teacher.to(x.device)
-            with torch.no_grad():
-                soft = teacher(x)[-1]
-        return fpd_loss(model(x), soft, batch["target"], batch["labeled"], alpha, batch["target_weight"])
-
-    return step
-
-
-class WithSoftTargets(Dataset):
-    """``base`` items plus ``soft``: the frozen teacher's last-stack heatmaps of the same (deterministic) input,
-    computed once by :func:`teacher_soft_targets` instead of at every epoch."""
-
-    def __init__(self, base: Dataset, soft: torch.Tensor) -> None:
-        if len(base) != len(soft):  # type: ignore[arg-type]
-            raise ValueError(f"{len(soft)} soft targets for {len(base)} items")  # type: ignore[arg-type]
-        self.base, self.soft = base, soft
-
-    def __len__(self) -> int:
-        return len(self.soft)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {**self.base[index], "soft": self.soft[index]}
-
-
-def teacher_soft_targets(teacher: nn.Module, data: Dataset, batch_size: int = 32, amp: str = "off",
-                         channels_last: bool = False) -> torch.Tensor:
-    """The frozen teacher's last-stack heatmaps ``(N, K, h, w)`` float32 of every item of ``data`` (eval mode,
-    no gradients; ``amp='bf16'`` / ``channels_last`` as in training)."""
-    freeze(teacher)
-    model = teacher.to(memory_format=torch.channels_last) if channels_last else teacher
-    out = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-        for start in range(0, len(data), batch_size):  # type: ignore[arg-type]
-            x = torch.stack([data[i]["image"] for i in range(start, min(start + batch_size, len(data)))])  # type: ignore[arg-type]
-            out.append(model(x)[-1].float())
-    return torch.cat(out)
-
-
 def make_val_fn(settings: FpdSettings, paths: MpiiPaths) -> Callable[[nn.Module], dict[str, float]]:
     """``val_fn`` for the trainer: PCKh@0.5 Mean (docs/PROTOCOLS.md#mpii-pckh) on the val split, with the
     profile's input size, flip test and decode."""
@@ -428,23 +371,19 @@ def train_role(run: FpdRun, validate: bool = True, log_factory: Callable | None 
     train_set = build_train_set(settings, role, run.data, seed=tc.seed, source=run.source)
     extra: dict[str, Any] = {"role": role, "input_res": settings.input_res,
                              "target": dataclasses.asdict(settings.target)}
+    val_fn = make_val_fn(settings, run.data) if validate else None
     if role in DISTILLED:
         if run.teacher is None:
             raise ValueError(f"role {role!r} needs a teacher model file")
         teacher, _ = load_model(run.teacher)
-        step_fn = make_fpd_step(teacher, settings.alpha)
-        extra.update(alpha=settings.alpha, teacher=file_id(run.teacher))
-        if settings.deterministic_inputs:  # same input every epoch: one teacher pass over the set (on the CPU)
-            c0 = time.process_time()
-            train_set = WithSoftTargets(train_set, teacher_soft_targets(teacher, train_set, amp=tc.amp,
-                                                                        channels_last=tc.channels_last))
-            log.info("%s: teacher soft targets of %d items cached in %.0f CPU s", role, len(train_set),
-                     time.process_time() - c0)
+        summary = distill_training(DistillJob(
+            spec=HOURGLASS.distill, settings=settings.distill, student=model, teacher=teacher, arch=arch,
+            train_set=train_set, config=tc, run=role, input_shape=(1, 3, settings.input_res, settings.input_res),
+            cache_teacher=settings.deterministic_inputs, val_fn=val_fn, log_factory=log_factory, started=started,
+            fingerprint_extra={**extra, "teacher": file_id(run.teacher)}, inference=settings.model_info()))
     else:
-        step_fn = gt_step
-    val_fn = make_val_fn(settings, run.data) if validate else None
-    summary = run_training(model, arch, train_set, step_fn, tc, run=role, val_fn=val_fn, fingerprint_extra=extra,
-                           log_factory=log_factory, started=started, inference=settings.model_info())
+        summary = run_training(model, arch, train_set, gt_step, tc, run=role, val_fn=val_fn, fingerprint_extra=extra,
+                               log_factory=log_factory, started=started, inference=settings.model_info())
     if is_main_process():      # rank 0 of a launched group writes the stage's outputs
         write_metrics(run.files.record, training_metrics(summary))
     return summary

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pose.backends import RawPixelInput
-from pose.checkpoint import LoadReport, load_checkpoint, load_weights
+from pose.checkpoint import LoadReport, load_checkpoint, load_model, load_weights
 from pose.families import build_model
 from pose.families.openpose import OPENPOSE
 from pose.engine.distributed import is_main_process
@@ -37,17 +37,21 @@ from pose.model_info import ModelInfo, of_family
 from pose.predict.options import PredictOptions
 from pose.export import ExportSettings
 from pose.quantize import QuantizeSettings
-from pose.recipes.common import (StageFiles, file_id, layered, run_training, select_profile,
-                                 training_metrics, write_export_metrics, write_metrics)
+from pose.distill import DistillSettings
+from pose.recipes.common import (DistillJob, StageFiles, distill_training, file_id, layered, run_training,
+                                 select_profile, training_metrics, write_export_metrics, write_metrics)
 from pose.data.settings import COCO_TRAIN_KEYS, COCO_TRAIN_VAL_KEYS, CocoSettings
 from pose.settings import at_most, convert_fields, from_mapping, greater, keyword_values, positive
 from pose.skeletons import Skeleton, resolve_skeleton
 
 log = logging.getLogger(__name__)
 
-STEPS = ("step1", "step2", "step3")
+STEPS = ("step1", "step2", "step3")                    # LWOP's three training steps
+STUDENT = "student"     # FPD for OpenPose: a 1-refinement-stage network distilled from step 3 (docs/PROTOCOLS.md)
+STUDENT_INIT, STUDENT_TEACHER = "step2", "step3"         # the student starts from step 2's weights
+TRAINED = STEPS + (STUDENT,)                             # every trained model, in pipeline order
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APm", "APl", "AR")   # LWOP's / COCO's table; the rest is in the record
-STAGES = {step: f"openpose_{step}" for step in STEPS}   # a step's stage folder name (models/, runs/, metrics/)
+STAGES = {step: f"openpose_{step}" for step in TRAINED}   # a step's stage folder name (models/, runs/, metrics/)
 # CocoTrainDataset's knobs a profile's `data` may set (their defaults, LWOP's, are the dataset's)
 DATASET_KEYS = ("input_size", "stride", "sigma", "paf_thickness", "scale_prob", "scale_min", "scale_max",
                 "target_dist", "max_rotate", "center_perturb", "flip_prob", "reference_pafs")
@@ -106,6 +110,7 @@ class OpenPoseSettings:
     keypoints: str = "openpose18"    # a built-in keypoint set or a set file (docs/CUSTOM_DATASET.md)
     export: ExportSettings = ExportSettings()
     quantize: QuantizeSettings = QuantizeSettings()
+    distill: DistillSettings = DistillSettings()   # the student's loss (profile key)
 
     @property
     def skeleton(self) -> Skeleton:
@@ -123,9 +128,10 @@ class OpenPoseSettings:
         for key in ("data", "train", "steps", "eval"):
             if not isinstance(prof.get(key), Mapping):
                 raise PoseDataError(source, "missing mapping", field=f"{where}.{key}")
-        unknown = set(prof["steps"]) - set(STEPS)
+        unknown = set(prof["steps"]) - set(TRAINED)
         if unknown:
-            raise PoseDataError(source, f"unknown step(s) {sorted(unknown)}", field=f"{where}.steps")
+            raise PoseDataError(source, f"unknown step(s) {sorted(unknown)}; known: {list(TRAINED)}",
+                                field=f"{where}.steps")
         from pose.data.datasets import CocoTrainDataset
 
         # the profile's parts typed (and their nested settings checked) under their own names before the merge
@@ -168,7 +174,8 @@ class OpenPoseSettings:
 
     def step(self, step: str) -> Step:
         if step not in self.steps:
-            raise ValueError(f"step {step!r} is not configured (have {sorted(self.steps)})")
+            raise PoseDataError("settings", f"step {step!r} is not configured (have {sorted(self.steps)})",
+                                field=f"openpose.profiles.{self.profile}.steps.{step}")
         return self.steps[step]
 
     def train_config(self, step: str, files: StageFiles | None = None, overrides: Mapping[str, Any] | None = None,
@@ -252,6 +259,7 @@ class OpenPoseRun:
     data: CocoTrainData
     files: StageFiles
     init: str | None = None          # start weights: ImageNet MobileNet (step 1) or the previous step's model
+    teacher: str | None = None       # the teacher's model file (the student; None: ground truth only)
     source: str = "settings"
     overrides: Mapping[str, Any] | None = None
 
@@ -337,10 +345,19 @@ def train_step(run: OpenPoseRun, log_factory: Callable | None = None, validate: 
 
     extra = {"step": step, "data": settings.data,
              "init": file_id(init_weights) if init_weights is not None else None}
-    summary = run_training(model, arch, train_set, openpose_step_fn, config, run=step, init_fn=init_fn,
-                           val_fn=make_val_fn(settings, run.data) if validate else None,
-                           fingerprint_extra=extra, log_factory=log_factory, started=started,
-                           inference=settings.model_info())
+    val_fn = make_val_fn(settings, run.data) if validate else None
+    if run.teacher is not None:
+        teacher, _ = load_model(run.teacher)
+        size = settings.data.get("input_size", _dataset_default("input_size"))
+        summary = distill_training(DistillJob(
+            spec=OPENPOSE.distill, settings=settings.distill, student=model, teacher=teacher, arch=arch,
+            train_set=train_set, config=config, run=step, input_shape=(1, 3, size, size), val_fn=val_fn,
+            init_fn=init_fn, log_factory=log_factory, started=started, inference=settings.model_info(),
+            fingerprint_extra={**extra, "teacher": file_id(run.teacher)}))
+    else:
+        summary = run_training(model, arch, train_set, openpose_step_fn, config, run=step, init_fn=init_fn,
+                               val_fn=val_fn, fingerprint_extra=extra, log_factory=log_factory, started=started,
+                               inference=settings.model_info())
     if is_main_process():      # rank 0 of a launched group writes the stage's outputs
         write_metrics(run.files.record, training_metrics(summary))
     summary["init"] = init
