@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         if seed not in plain:
             plain[seed] = figure(params, "plain", seed, None, False, work, args.threads)
             print(f"plain seed {seed}: {plain[seed]:.4f}", flush=True)
-    results: dict[str, Any] = {"family": args.family, "seeds": args.seeds, "plain": plain, "configs": {}}
+    results: dict[str, Any] = {"family": args.family, "seeds": args.seeds, "unlabeled": args.unlabeled,
+                               "plain": plain, "configs": {}}
     for name, overrides in configs.items():
         got = {}
         for seed in args.seeds:
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(results, indent=2))
     unit = "PCKh Mean" if args.family == "fpd" else "AP"
     print(f"\n{args.family}: {unit}, seeds {args.seeds}; plain student "
-          + " / ".join(f"{plain[s]:.4g}" for s in args.seeds) + f" (mean {statistics.fmean(plain.values()):.4g})")
+          + " / ".join(f"{plain[s]:.4g}" for s in args.seeds)
+          + f" (mean {statistics.fmean(plain[s] for s in args.seeds):.4g})")
     print(f"{'config':<18} {'per seed':<28} {'mean':>8} {'gain mean ± sd':>18} {'min gain':>9}")
     for name, r in results["configs"].items():
         per = " / ".join(f"{r['figures'][s]:.4g}" for s in args.seeds)

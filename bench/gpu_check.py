@@ -70,15 +70,18 @@ def missing_inputs(params: dict[str, Any]) -> dict[str, list[str]]:
 def fpd_case(params: dict[str, Any], role: str) -> tuple[Any, Any, Callable, Any]:
     """(model, train set, step_fn, TrainConfig) of an FPD role at the paper profile; distilled roles get a
     freshly initialised teacher (the throughput does not depend on its weights)."""
+    from pose.distill import DistillStep
     from pose.families import build_model
-    from pose.recipes.fpd import DISTILLED, FpdSettings, MpiiPaths, build_train_set, gt_step, make_fpd_step
+    from pose.families.hourglass import HOURGLASS
+    from pose.recipes.fpd import DISTILLED, FpdSettings, MpiiPaths, build_train_set, gt_step
 
     settings = FpdSettings.from_params(paper(params["fpd"]), "params.yaml")
     data = MpiiPaths.from_params(params["mpii"], "params.yaml")
     tc = settings.train_config(role)
     model = build_model(settings.arch(role))
     train_set = build_train_set(settings, role, data, seed=tc.seed)
-    step_fn = make_fpd_step(build_model(settings.arch("teacher")), settings.alpha) if role in DISTILLED else gt_step
+    step_fn = (DistillStep(HOURGLASS.distill, settings.distill, build_model(settings.arch("teacher")))
+               if role in DISTILLED else gt_step)
     return model, train_set, step_fn, tc
 
 

@@ -274,9 +274,9 @@ def test_distill_step_uses_cached_teacher_outputs_and_progress() -> None:
     with torch.no_grad():
         cached = {**batch, "teacher_heatmaps": teacher.eval()(x)[-1]}
     again, _ = step(student, cached)
-    assert float(again) == pytest.approx(float(live), rel=1e-6)
+    assert float(again.detach()) == pytest.approx(float(live.detach()), rel=1e-6)
     step.set_progress(3, 4)                                              # w = 1 − 3/4
     late, late_parts = step(student, batch)
-    assert float(late) == pytest.approx(0.5 * float(late_parts["gt"]) + 0.5 * 0.25 * float(late_parts["kd"]),
+    assert float(late.detach()) == pytest.approx(0.5 * float(late_parts["gt"]) + 0.5 * 0.25 * float(late_parts["kd"]),
                                         rel=1e-6)
     assert math.isfinite(float(parts["kd"]))

@@ -119,9 +119,13 @@ def test_whole_pipeline_reproduces_is_then_up_to_date_and_runs_an_experiment(rep
     mpii = json.loads((repo_copy / "metrics/mpii/student_fpd.json").read_text())
     assert {"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean"} <= set(mpii)
     assert 0.0 <= mpii["Mean"] <= 100.0
-    coco = json.loads((repo_copy / "metrics/coco/step3.json").read_text())
-    assert {"AP", "AP50", "AP75", "APm", "APl", "AR"} <= set(coco)
-    for name in ("export_student", "export_openpose"):
+    for step in ("step3", "student"):                    # the distilled OpenPose student next to the steps
+        coco = json.loads((repo_copy / f"metrics/coco/{step}.json").read_text())
+        assert {"AP", "AP50", "AP75", "APm", "APl", "AR"} <= set(coco)
+    student_record = json.loads((repo_copy / "records/openpose_train/openpose_student.json").read_text())
+    assert student_record["run"] == "student" and {"loss_gt", "loss_kd"} <= set(student_record)
+    assert load_arch(repo_copy / "models/openpose_student/model.pt")["num_refinement_stages"] == 1
+    for name in ("export_student", "export_openpose", "export_openpose_student"):
         exported = repo_copy / "models" / name
         assert (exported / "model.onnx").is_file() and (exported / "model.xml").is_file(), name
     for name, key in (("student", "Mean"), ("openpose", "AP")):
@@ -199,7 +203,15 @@ def _pipeline_models_evaluate_to_their_metrics(repo: Path, env: dict) -> None:
     assert step3 == pytest.approx(metric("metrics/coco/step3.json", "AP"), abs=1e-6)
     onnx = _pose_eval(repo, env, "models/export_openpose/model.onnx", coco_val)["AP"]
     assert onnx == pytest.approx(metric("metrics/export_openpose/onnxruntime.json", "AP"), abs=1e-6)
+    student_op = _pose_eval(repo, env, "models/openpose_student/model.pt", coco_val)["AP"]
+    assert student_op == pytest.approx(metric("metrics/coco/student.json", "AP"), abs=1e-6)
 
+
+
+def load_arch(path: Path) -> dict:
+    from pose.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)["arch"]
 
 
 def metric_of(repo: Path, path: str, key: str) -> float:

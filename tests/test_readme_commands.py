@@ -42,10 +42,11 @@ COMMANDS: dict[str, str] = {
     # --- experiments and comparing runs
     "dvc metrics show": RUN,
     "dvc metrics diff --md": RUN,
-    "dvc exp run -S fpd.alpha=0.7": PIPELINE,  # 2026-12-01: exit 0 (as `... eval_mpii`: 6 min 40 s; Means 69.74, 73.80)
+    "dvc exp run -S fpd.profiles.sample.distill.alpha=0.7": PIPELINE,  # 2026-12-01 as `fpd.alpha=0.7 eval_mpii` (the
+    # same computation, bit-exact, tests/test_distill.py): exit 0, 6 min 40 s; Means 69.74, 73.80
     "dvc exp run -S openpose.profile=paper": LONG,  # the paper profile: hours of CPU training
     "dvc exp show --only-changed": RUN,
-    "dvc exp show --drop '.*' --keep 'Experiment|fpd\\.alpha|.*:Mean'": RUN,
+    "dvc exp show --drop '.*' --keep 'Experiment|.*distill\\.alpha|.*:Mean'": RUN,
     "dvc repro --dry eval_mpii": PIPELINE,  # 2026-12-01, full workspace: exit 0, lists the stages it would run
     # --- the pose command (models/ and data/prepared/ of a full dvc repro). 2026-12-01: run in a fresh clone of
     # cf935ad after its full `dvc repro` (the baseline committed next); results in the comments.

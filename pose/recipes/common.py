@@ -165,8 +165,8 @@ class DistillJob:
 def distill_training(job: DistillJob) -> dict[str, Any]:
     """Train ``job.student`` with :class:`pose.distill.DistillStep` (the feature aligner trained alongside), then,
     with ``head_epochs``, the head-only self-distillation stage (resumable in ``<run_dir>/head``). Returns
-    :func:`run_training`'s summary of the first stage; a head stage adds its own as ``head_<key>`` (its last
-    validation included) and its model replaces the first stage's."""
+    :func:`run_training`'s summary of the first stage; a head stage adds its own as ``head_<key>``, its model replaces
+    the first stage's, and ``val/<name>`` is then the final model's (the first stage's: ``first_stage_val/<name>``)."""
     import dataclasses
     import time as _time
 
@@ -198,6 +198,9 @@ def distill_training(job: DistillJob) -> dict[str, Any]:
                         head_cfg, run=f"{job.run}/head", val_fn=job.val_fn, inference=job.inference,
                         fingerprint_extra={**extra, "head_of": summary.get("step"),
                                            "first_stage_loss": summary.get("loss")})
+    for key in [k for k in summary if k.startswith("val/")]:     # the final model's validation under the usual
+        summary[f"first_stage_{key}"] = summary.pop(key)          # names; the first stage's kept beside it
+    summary.update({k: v for k, v in head.items() if k.startswith("val/")})
     summary.update({f"head_{k}": v for k, v in training_metrics(head).items() if k not in ("run", "arch")})
     summary["head_trainable_parameters"] = trainable
     return summary
