@@ -258,7 +258,9 @@ def test_one_retraining_run_per_workspace(tmp_path: Path) -> None:
         killer = threading.Timer(1.0, lambda: holder.send_signal(signal.SIGKILL))
         killer.start()
         with workspace_lock(tmp_path, wait=True, on_wait=heard.append):   # waits until the holder is gone
-            assert heard == [str(holder.pid)] and holder.poll() is not None
+            # the kernel frees the lock while the killed process exits, a moment before it can be reaped: wait
+            # (bounded) for the exit status instead of polling once, which raced under load
+            assert heard == [str(holder.pid)] and holder.wait(timeout=10) == -signal.SIGKILL
     finally:
         holder.kill()
 
