@@ -33,7 +33,8 @@ def stacked_heatmap_loss(outputs: Sequence[Tensor], target: Tensor, target_weigh
 
 def fpd_loss(student_outputs: Sequence[Tensor], teacher_last: Tensor, target: Tensor, labeled: Tensor,
              alpha: float, target_weight: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """Fast Pose Distillation loss as trained by FPD-U.
+    """Fast Pose Distillation loss as trained by FPD-U: the reference formulation, which
+    :func:`pose.distill.distill_loss` with its default settings reproduces to the last bit (tests compare them).
 
     For every student stack ``S_j`` and sample ``i`` (``N`` samples): a labelled sample (``labeled[i] > 0.5``)
     adds ``MSE(S_j[i], GT[i]) / N`` to ``gt`` and ``MSE(S_j[i], T[i]) / N`` to ``kd``; an unlabelled one adds

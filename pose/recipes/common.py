@@ -8,6 +8,7 @@ and the ``step_fn`` of its family, and calls :func:`run_training`; every stage's
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import math
@@ -167,21 +168,18 @@ def distill_training(job: DistillJob) -> dict[str, Any]:
     with ``head_epochs``, the head-only self-distillation stage (resumable in ``<run_dir>/head``). Returns
     :func:`run_training`'s summary of the first stage; a head stage adds its own as ``head_<key>``, its model replaces
     the first stage's, and ``val/<name>`` is then the final model's (the first stage's: ``first_stage_val/<name>``)."""
-    import dataclasses
-    import time as _time
-
     from pose.distill import DistillStep, WithTeacherOutputs, head_stage, make_aligner, teacher_outputs
 
     s, cfg = job.settings, job.config
     aligner = make_aligner(job.spec, job.student, job.teacher, job.input_shape) if s.uses_features else None
     train_set = job.train_set
     if job.cache_teacher and not s.uses_features:
-        c0 = _time.process_time()
+        c0 = time.process_time()
         outputs = teacher_outputs(job.spec, job.teacher, lambda i: train_set[i]["image"], len(train_set),
                                   amp=cfg.amp, channels_last=cfg.channels_last)
         train_set = WithTeacherOutputs(train_set, outputs)
         log.info("%s: teacher outputs of %d items cached in %.0f CPU s", job.run, len(train_set),
-                 _time.process_time() - c0)
+                 time.process_time() - c0)
     extra = {**(job.fingerprint_extra or {}), "distill": dataclasses.asdict(s)}
     summary = run_training(job.student, job.arch, train_set, DistillStep(job.spec, s, job.teacher, aligner), cfg,
                            run=job.run, val_fn=job.val_fn, init_fn=job.init_fn, fingerprint_extra=extra,
