@@ -163,6 +163,7 @@ CASES = [  # (flow, dotted key, value or DELETE, the field the error must name)
     ("train_hourglass", f"{FPD}.distill.loss", "l1", f"{FPD}.distill.loss"),
     ("train_hourglass", "fpd.distill", {"alpha": 0.5}, "fpd.distill"),          # belongs in the profile
     ("train_openpose", f"{OP}.distill.temperature", 0, f"{OP}.distill.temperature"),
+    ("train_openpose", "openpose.distill", {"loss": "kl"}, "openpose.distill"),   # belongs in the profile
     ("train_openpose", f"{OP}.steps.pupil", {"num_refinement_stages": 1, "epochs": 1}, f"{OP}.steps"),
     ("train_hourglass", "fpd.profile", "huge", "fpd.profile"),
     ("train_hourglass", "mpii.link", 5, "mpii.link"),

@@ -128,6 +128,8 @@ class OpenPoseSettings:
         for key in ("data", "train", "steps", "eval"):
             if not isinstance(prof.get(key), Mapping):
                 raise PoseDataError(source, "missing mapping", field=f"{where}.{key}")
+        if "distill" in section:          # the profile's: it differs between the paper's profile and the sample's
+            raise PoseDataError(source, f"belongs in the profile: {where}.distill", field="openpose.distill")
         unknown = set(prof["steps"]) - set(TRAINED)
         if unknown:
             raise PoseDataError(source, f"unknown step(s) {sorted(unknown)}; known: {list(TRAINED)}",
